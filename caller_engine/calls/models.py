@@ -1,0 +1,72 @@
+"""Call-control data: the initiate request and the call record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CALLBACK_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+E164_PATTERN = r"^\+[1-9]\d{6,14}$"
+
+TERMINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+
+
+class AgentOverrides(BaseModel):
+    """Per-call agent settings kept with the call for the bridge."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instructions: str | None = Field(None, max_length=20_000)
+    voice: str | None = Field(None, min_length=1, max_length=64)
+    greeting: str | None = Field(None, max_length=2_000)
+    tools: list[str] | None = Field(None, max_length=32)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class InitiateRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    callback_id: str = Field(alias="callbackId", pattern=CALLBACK_ID_PATTERN)
+    to: str = Field(pattern=E164_PATTERN)
+    record: bool = False
+    agent: AgentOverrides = Field(default_factory=lambda: AgentOverrides())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class StatusEvent:
+    """One Twilio status callback, reduced to the fields we keep."""
+
+    status: str
+    sequence: int | None
+    timestamp: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CallRecord:
+    callback_id: str
+    to: str
+    record: bool
+    agent: AgentOverrides
+    call_sid: str | None = None
+    status: str = "pending"
+    status_history: list[StatusEvent] = field(default_factory=list)
+    answered_by: str | None = None
+    created_at: datetime = field(default_factory=utcnow)
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration: int | None = None
+    recording_url: str | None = None
+    recording_sid: str | None = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in TERMINAL_STATUSES

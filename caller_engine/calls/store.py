@@ -1,0 +1,96 @@
+"""Where call records live. The interface every store implements, and the in-memory one."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from caller_engine.calls.models import CallRecord, StatusEvent, utcnow
+from caller_engine.calls.status import current_status, merge_status
+
+
+class DuplicateCall(Exception):
+    def __init__(self, existing: CallRecord) -> None:
+        super().__init__(existing.callback_id)
+        self.existing = existing
+
+
+class CallStore(Protocol):
+    async def create(self, record: CallRecord) -> None:
+        """Insert; raise DuplicateCall when the callbackId exists (unless that attempt failed)."""
+
+    async def get(self, callback_id: str) -> CallRecord | None: ...
+
+    async def find_by_sid(self, call_sid: str) -> CallRecord | None: ...
+
+    async def dialed(self, callback_id: str, call_sid: str, status: str) -> None: ...
+
+    async def dial_failed(self, callback_id: str, error: dict[str, Any]) -> None: ...
+
+    async def add_status(self, call_sid: str, event: StatusEvent) -> CallRecord | None:
+        """Merge a status callback; the updated record, or None for an unknown call."""
+
+    async def set_answered_by(self, call_sid: str, answered_by: str) -> CallRecord | None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryCallStore:
+    """Process-local store; one instance, nothing survives a restart."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, CallRecord] = {}
+        self._sid_to_id: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+
+    async def create(self, record: CallRecord) -> None:
+        async with self._lock:
+            existing = self._by_id.get(record.callback_id)
+            if existing is not None and existing.status != "dial-failed":
+                raise DuplicateCall(existing)
+            self._by_id[record.callback_id] = record
+
+    async def get(self, callback_id: str) -> CallRecord | None:
+        return self._by_id.get(callback_id)
+
+    async def find_by_sid(self, call_sid: str) -> CallRecord | None:
+        callback_id = self._sid_to_id.get(call_sid)
+        return self._by_id.get(callback_id) if callback_id else None
+
+    async def dialed(self, callback_id: str, call_sid: str, status: str) -> None:
+        record = self._by_id[callback_id]
+        record.call_sid = call_sid
+        if record.status == "pending":
+            record.status = status
+        self._sid_to_id[call_sid] = callback_id
+
+    async def dial_failed(self, callback_id: str, error: dict[str, Any]) -> None:
+        record = self._by_id[callback_id]
+        record.status = "dial-failed"
+        record.error = error
+        record.ended_at = utcnow()
+
+    async def add_status(self, call_sid: str, event: StatusEvent) -> CallRecord | None:
+        record = await self.find_by_sid(call_sid)
+        if record is None or not merge_status(record.status_history, event):
+            return record
+        record.status = current_status(record.status_history) or record.status
+        now = utcnow()
+        if event.status == "in-progress" and record.answered_at is None:
+            record.answered_at = now
+        if record.is_final and record.ended_at is None:
+            record.ended_at = now
+        if event.fields.get("CallDuration", "").isdigit():
+            record.duration = int(event.fields["CallDuration"])
+        record.recording_url = event.fields.get("RecordingUrl", record.recording_url)
+        record.recording_sid = event.fields.get("RecordingSid", record.recording_sid)
+        return record
+
+    async def set_answered_by(self, call_sid: str, answered_by: str) -> CallRecord | None:
+        record = await self.find_by_sid(call_sid)
+        if record is not None:
+            record.answered_by = answered_by
+        return record
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,55 @@
+"""The `caller-engine` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from caller_engine.config import ConfigError, load_settings
+from caller_engine.logging import setup_logging
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from caller_engine.server import serve
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"caller-engine: {exc}", file=sys.stderr)
+        print("See .env.example for every variable.", file=sys.stderr)
+        return 2
+    setup_logging(settings.environment, settings.log_level)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="caller-engine",
+        description="Outbound phone calls through Twilio, spoken by a realtime voice model.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP/WebSocket server (configuration from the environment and .env)",
+        description="Run the server. Every setting comes from the environment or .env; "
+        "see .env.example. SIGTERM/SIGINT drain active calls before exiting.",
+    )
+    serve.set_defaults(func=_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

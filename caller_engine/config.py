@@ -1,0 +1,219 @@
+"""Settings read from the environment and `.env`, validated once at start."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class ConfigError(Exception):
+    """Raised with one message that names every missing or invalid variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    # Server
+    port: int = Field(5050, ge=1, le=65535)
+    host: str = "0.0.0.0"
+    environment: Literal["development", "production"] = "development"
+    base_url: str
+    log_level: str = "INFO"
+    drain_timeout: float = Field(280.0, ge=0)
+
+    # Security
+    api_key: str | None = None
+    twilio_validate_signatures: bool = True
+    stream_token_secret: str | None = None
+
+    # Realtime model
+    realtime_provider: Literal["openai", "gemini", "elevenlabs", "nova_sonic"] = "openai"
+    openai_api_key: str | None = None
+    openai_realtime_model: str = "gpt-realtime"
+    openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
+    openai_realtime_auth_header: str = "Authorization"
+    openai_voice: str = "marin"
+    openai_base_url: str | None = None
+    openai_transcription_model: str = "gpt-4o-mini-transcribe"
+    summary_model: str = "gpt-4o-mini"
+    vad_type: Literal["server_vad", "semantic_vad"] = "server_vad"
+    vad_threshold: float = Field(0.5, ge=0, le=1)
+    vad_silence_ms: int = Field(500, ge=0)
+    vad_prefix_ms: int = Field(300, ge=0)
+    vad_interrupt_response: bool = True
+    noise_reduction: Literal["near_field", "far_field", "off"] = "near_field"
+    prewarm_timeout: float = Field(15.0, gt=0)
+    system_prompt: str | None = None
+    business_name: str = "our office"
+    business_type: str = "business"
+    business_services: str = ""
+
+    # Twilio
+    twilio_account_sid: str
+    twilio_auth_token: str
+    twilio_phone_number: str
+    twilio_api_base_url: str | None = None
+    call_time_limit: int = Field(300, ge=10, le=14400)
+    voicemail_action: Literal["hangup", "message"] = "hangup"
+    voicemail_message: str = ""
+
+    # Google tools
+    enable_calendar_tools: bool = False
+    enable_email_tools: bool = False
+    google_client_email: str | None = None
+    google_private_key: str | None = None
+    google_calendar_id: str | None = None
+    google_impersonated_user: str | None = None
+    google_api_base_url: str | None = None
+    google_token_uri: str = "https://oauth2.googleapis.com/token"
+    business_timezone: str = "America/New_York"
+    workday_start_hour: int = Field(9, ge=0, le=23)
+    workday_end_hour: int = Field(20, ge=1, le=24)
+    working_days: str = "mon,tue,wed,thu,fri,sat"
+    booking_horizon_days: int = Field(90, ge=1)
+    appointment_minutes: int = Field(30, ge=5, le=480)
+    sms_allow_any_recipient: bool = False
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL such as https://calls.example.com")
+        return value
+
+    @field_validator("twilio_phone_number")
+    @classmethod
+    def _e164(cls, value: str) -> str:
+        if not E164.match(value):
+            raise ValueError("must be an E.164 number such as +15551234567")
+        return value
+
+    @field_validator("working_days")
+    @classmethod
+    def _days(cls, value: str) -> str:
+        days = [d.strip().lower()[:3] for d in value.split(",") if d.strip()]
+        unknown = [d for d in days if d not in WEEKDAYS]
+        if unknown or not days:
+            raise ValueError(f"must list days among {','.join(WEEKDAYS)}")
+        return ",".join(days)
+
+    @field_validator("realtime_provider")
+    @classmethod
+    def _provider(cls, value: str) -> str:
+        if value != "openai":
+            raise ValueError(f"'{value}' is not available yet (use openai)")
+        return value
+
+    @field_validator("openai_api_key")
+    @classmethod
+    def _openai_key(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("realtime_provider", "openai") == "openai" and not value:
+            raise ValueError("required when REALTIME_PROVIDER=openai")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("environment") == "production" and not value:
+            raise ValueError("required in production")
+        return value
+
+    @field_validator("twilio_validate_signatures")
+    @classmethod
+    def _signatures(cls, value: bool, info: ValidationInfo) -> bool:
+        if info.data.get("environment") == "production" and not value:
+            raise ValueError("cannot be off in production")
+        return value
+
+    @field_validator("workday_end_hour")
+    @classmethod
+    def _workday(cls, value: int, info: ValidationInfo) -> int:
+        if value <= info.data.get("workday_start_hour", 0):
+            raise ValueError("must be later than WORKDAY_START_HOUR")
+        return value
+
+    @field_validator(
+        "google_client_email",
+        "google_private_key",
+        "google_calendar_id",
+        "google_impersonated_user",
+    )
+    @classmethod
+    def _google(cls, value: str | None, info: ValidationInfo) -> str | None:
+        calendar = info.data.get("enable_calendar_tools", False)
+        email = info.data.get("enable_email_tools", False)
+        needed = {
+            "google_client_email": calendar or email,
+            "google_private_key": calendar or email,
+            "google_calendar_id": calendar,
+            "google_impersonated_user": email,
+        }[info.field_name or ""]
+        if needed and not value:
+            raise ValueError("required when the Google tools that use it are enabled")
+        if info.field_name == "google_private_key" and value:
+            return value.replace("\\n", "\n")
+        return value
+
+    # Derived values
+
+    def public_url(self, path: str) -> str:
+        """Public http(s) URL of a path on this service."""
+        return self.base_url + "/" + path.lstrip("/")
+
+    def public_ws_url(self, path: str) -> str:
+        """Public ws(s) URL of a path: https becomes wss, http becomes ws."""
+        parts = urlsplit(self.public_url(path))
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+
+    @property
+    def stream_secret(self) -> bytes:
+        """Key for per-call stream tokens; derived from the auth token when not set."""
+        if self.stream_token_secret:
+            return self.stream_token_secret.encode()
+        return hmac.new(
+            self.twilio_auth_token.encode(), b"caller-engine/stream-token", hashlib.sha256
+        ).digest()
+
+    @property
+    def working_weekdays(self) -> frozenset[int]:
+        return frozenset(WEEKDAYS.index(d) for d in self.working_days.split(","))
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"]).upper()
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            lines.append(f"  {loc}: missing")
+        elif not loc:
+            lines.extend(f"  {part}" for part in msg.split("; "))
+        else:
+            lines.append(f"  {loc}: {msg}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; raise ConfigError naming every problem at once."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None

@@ -1,0 +1,61 @@
+"""POST /call/initiate: the orchestrator asks for a call."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from caller_engine.calls.models import InitiateRequest
+from caller_engine.calls.service import CallConflict
+from caller_engine.telephony.rest import TelephonyError
+from caller_engine.web.errors import json_error, json_response
+from caller_engine.web.security import api_key_error
+from caller_engine.web.state import SERVICES
+
+
+def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
+    ]
+
+
+async def initiate(request: web.Request) -> web.Response:
+    if (denied := api_key_error(request)) is not None:
+        return denied
+    services = request.app[SERVICES]
+    if services.draining:
+        return json_error(503, "draining", "server is shutting down; retry on another instance")
+    if request.content_type != "application/json":
+        return json_error(415, "unsupported_media_type", "send the body as application/json")
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        return json_error(400, "invalid_json", f"body is not valid JSON: {exc}")
+    try:
+        req = InitiateRequest.model_validate(body)
+    except ValidationError as exc:
+        return json_error(422, "invalid_request", "invalid request body", fields=_field_errors(exc))
+    unknown = sorted(set(req.agent.tools or ()) - services.tool_names)
+    if unknown:
+        return json_error(
+            422,
+            "invalid_request",
+            "invalid request body",
+            fields=[{"field": "agent.tools", "message": f"unknown tools: {', '.join(unknown)}"}],
+        )
+    try:
+        outcome = await services.calls.initiate(req)
+    except CallConflict as exc:
+        return json_error(409, "conflict", str(exc))
+    except TelephonyError as exc:
+        return json_error(exc.http_status, str(exc.code), exc.message)
+    record = outcome.record
+    answer: dict[str, object] = {
+        "success": True,
+        "callSid": record.call_sid,
+        "status": record.status,
+    }
+    if outcome.duplicate:
+        answer["duplicate"] = True
+    return json_response(answer)

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from caller_engine.config import Settings, load_settings
+from caller_engine.sim.server import LoopbackServer
+from caller_engine.sim.twilio_rest import TwilioRestEmulator
+from caller_engine.telephony.signature import sign_twilio_request
+from caller_engine.web.app import create_app
+from caller_engine.web.state import SERVICES, Services
+
+ACCOUNT_SID = "AC" + "0" * 32
+AUTH_TOKEN = "test-auth-token"
+API_KEY = "test-api-key"
+PUBLIC_BASE = "https://calls.example.com"
+
+
+@pytest.fixture
+async def twilio() -> AsyncIterator[tuple[TwilioRestEmulator, str]]:
+    emulator = TwilioRestEmulator(ACCOUNT_SID, AUTH_TOKEN)
+    server = LoopbackServer(emulator.app())
+    url = await server.start()
+    yield emulator, url
+    await server.stop()
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "_env_file": None,
+        "base_url": PUBLIC_BASE,
+        "twilio_account_sid": ACCOUNT_SID,
+        "twilio_auth_token": AUTH_TOKEN,
+        "twilio_phone_number": "+15550001111",
+        "openai_api_key": "sk-test",
+        "api_key": API_KEY,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+class Api:
+    """An HTTP client for the app under test that signs Twilio requests like Twilio."""
+
+    def __init__(self, session: aiohttp.ClientSession, root: str, app: web.Application) -> None:
+        self.session = session
+        self.root = root
+        self.app = app
+
+    @property
+    def services(self) -> Services:
+        return self.app[SERVICES]
+
+    def url(self, path: str) -> str:
+        return self.root + path
+
+    async def initiate(self, body: Any, key: str | None = API_KEY) -> aiohttp.ClientResponse:
+        headers = {"X-API-Key": key} if key else {}
+        return await self.session.post(self.url("/call/initiate"), json=body, headers=headers)
+
+    async def twilio_post(
+        self, path: str, params: dict[str, str], *, signature: str | None = None
+    ) -> aiohttp.ClientResponse:
+        sig = signature or sign_twilio_request(AUTH_TOKEN, PUBLIC_BASE + path, params)
+        return await self.session.post(
+            self.url(path), data=params, headers={"X-Twilio-Signature": sig}
+        )
+
+
+AppFactory = Callable[..., "AsyncIterator[Api]"]
+
+
+@pytest.fixture
+async def api_factory(
+    twilio: tuple[TwilioRestEmulator, str],
+) -> AsyncIterator[Callable[..., Any]]:
+    servers: list[LoopbackServer] = []
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def start(**overrides: Any) -> Api:
+        settings = make_settings(**{"twilio_api_base_url": twilio[1], **overrides})
+        app = create_app(settings)
+        server = LoopbackServer(app)
+        root = await server.start()
+        servers.append(server)
+        session = aiohttp.ClientSession()
+        sessions.append(session)
+        return Api(session, root, app)
+
+    yield start
+    for session in sessions:
+        await session.close()
+    for server in servers:
+        await server.stop()
+
+
+@pytest.fixture
+async def api(api_factory: Callable[..., Any]) -> Api:
+    result: Api = await api_factory()
+    return result

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import pytest
+
+from caller_engine.config import ConfigError, load_settings
+from tests.conftest import make_settings
+
+
+def test_reports_every_missing_variable_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("BASE_URL", "TWILIO_ACCOUNT_SID", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError) as err:
+        load_settings(_env_file=None)
+    text = str(err.value)
+    for name in (
+        "BASE_URL",
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_PHONE_NUMBER",
+        "OPENAI_API_KEY",
+    ):
+        assert name in text
+    assert "Traceback" not in text
+
+
+def test_base_url_trailing_slash_and_ws_url() -> None:
+    s = make_settings(base_url="https://calls.example.com/")
+    assert s.base_url == "https://calls.example.com"
+    assert s.public_ws_url("/media-stream") == "wss://calls.example.com/media-stream"
+    local = make_settings(base_url="http://127.0.0.1:5050")
+    assert local.public_ws_url("media-stream") == "ws://127.0.0.1:5050/media-stream"
+
+
+def test_invalid_values_are_named() -> None:
+    with pytest.raises(ConfigError) as err:
+        make_settings(twilio_phone_number="5551234", base_url="calls.example.com", port=0)
+    text = str(err.value)
+    assert "TWILIO_PHONE_NUMBER" in text and "BASE_URL" in text and "PORT" in text
+
+
+def test_tool_credentials_required_only_when_enabled() -> None:
+    make_settings(enable_calendar_tools=False)
+    with pytest.raises(ConfigError) as err:
+        make_settings(enable_calendar_tools=True, enable_email_tools=True)
+    text = str(err.value)
+    for name in (
+        "GOOGLE_CLIENT_EMAIL",
+        "GOOGLE_PRIVATE_KEY",
+        "GOOGLE_CALENDAR_ID",
+        "GOOGLE_IMPERSONATED_USER",
+    ):
+        assert name in text
+
+
+def test_private_key_accepts_escaped_newlines() -> None:
+    s = make_settings(
+        enable_calendar_tools=True,
+        google_client_email="svc@example.iam.gserviceaccount.com",
+        google_private_key="-----BEGIN PRIVATE KEY-----\\nabc\\n-----END PRIVATE KEY-----\\n",
+        google_calendar_id="primary",
+    )
+    assert s.google_private_key is not None and "\nabc\n" in s.google_private_key
+
+
+def test_production_refuses_unsafe_settings() -> None:
+    with pytest.raises(ConfigError) as err:
+        make_settings(environment="production", api_key=None, twilio_validate_signatures=False)
+    assert "API_KEY" in str(err.value) and "TWILIO_VALIDATE_SIGNATURES" in str(err.value)
+    make_settings(environment="production")
+
+
+def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BASE_URL", "https://x.example.com/")
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC1")
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "t")
+    monkeypatch.setenv("TWILIO_PHONE_NUMBER", "+15550001111")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk")
+    monkeypatch.setenv("CALL_TIME_LIMIT", "120")
+    s = load_settings(_env_file=None)
+    assert s.base_url == "https://x.example.com" and s.call_time_limit == 120 and s.port == 5050
