@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from caller_engine.calls.result import CallResult
 
 CALLBACK_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 E164_PATTERN = r"^\+[1-9]\d{6,14}$"
@@ -66,6 +69,10 @@ class CallRecord:
     recording_url: str | None = None
     recording_sid: str | None = None
     error: dict[str, Any] | None = None
+    stream_sid: str | None = None
+    stream_started_at: datetime | None = None
+    stream_stopped_at: datetime | None = None
+    result: CallResult | None = None
 
     @property
     def is_final(self) -> bool:

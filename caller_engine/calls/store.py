@@ -6,6 +6,7 @@ import asyncio
 from typing import Any, Protocol
 
 from caller_engine.calls.models import CallRecord, StatusEvent, utcnow
+from caller_engine.calls.result import CallResult
 from caller_engine.calls.status import current_status, merge_status
 
 
@@ -31,6 +32,13 @@ class CallStore(Protocol):
         """Merge a status callback; the updated record, or None for an unknown call."""
 
     async def set_answered_by(self, call_sid: str, answered_by: str) -> CallRecord | None: ...
+
+    async def stream_started(self, callback_id: str, stream_sid: str) -> None: ...
+
+    async def stream_stopped(self, callback_id: str) -> None: ...
+
+    async def save_result(self, result: CallResult) -> None:
+        """Keep the post-call result (transcript, summary, tool calls, metrics)."""
 
     async def close(self) -> None: ...
 
@@ -91,6 +99,22 @@ class MemoryCallStore:
         if record is not None:
             record.answered_by = answered_by
         return record
+
+    async def stream_started(self, callback_id: str, stream_sid: str) -> None:
+        record = self._by_id.get(callback_id)
+        if record is not None:
+            record.stream_sid = stream_sid
+            record.stream_started_at = utcnow()
+
+    async def stream_stopped(self, callback_id: str) -> None:
+        record = self._by_id.get(callback_id)
+        if record is not None:
+            record.stream_stopped_at = utcnow()
+
+    async def save_result(self, result: CallResult) -> None:
+        record = self._by_id.get(result.callbackId)
+        if record is not None:
+            record.result = result
 
     async def close(self) -> None:
         return None
