@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from caller_engine.calls.models import CallRecord, InitiateRequest
+from caller_engine.calls.result import CallResult, ResultSink
 from caller_engine.calls.status import event_from_params
 from caller_engine.calls.store import CallStore, DuplicateCall
 from caller_engine.config import Settings
@@ -36,6 +37,16 @@ class CallService:
         self.gateway = gateway
         self.store = store
         self._answered_by_listeners: list[AnsweredByListener] = []
+        self._sinks: list[ResultSink] = []
+
+    def add_sink(self, sink: ResultSink) -> None:
+        self._sinks.append(sink)
+
+    async def finish(self, result: CallResult) -> None:
+        """A call is over and post-processed: keep its result and hand it on."""
+        await self.store.save_result(result)
+        for sink in self._sinks:
+            await sink.publish(result)
 
     def on_answered_by(self, listener: AnsweredByListener) -> None:
         self._answered_by_listeners.append(listener)
