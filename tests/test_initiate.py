@@ -42,7 +42,6 @@ async def test_agent_overrides_are_kept_with_the_call(api: Api) -> None:
         "tools": ["end_call"],
         "metadata": {"crm": 7},
     }
-    api.services.tool_names = frozenset({"end_call"})
     resp = await api.initiate({"callbackId": "cb-2", "to": "+15551234567", "agent": agent})
     assert resp.status == 200
     record = await api.services.store.get("cb-2")

@@ -27,6 +27,7 @@ class Summary(BaseModel):
 
 class ToolCallRecord(BaseModel):
     name: str
+    callId: str = ""
     arguments: dict[str, Any] | str
     output: dict[str, Any]
     ok: bool

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 from aiohttp import web
+from openai import AsyncOpenAI
 
+from caller_engine.bridge.bridge import Bridge, LogResultSink
+from caller_engine.bridge.registry import ActiveCalls
 from caller_engine.calls.service import CallService
 from caller_engine.calls.store import CallStore, MemoryCallStore
 from caller_engine.config import Settings
+from caller_engine.realtime.openai import OpenAIRealtimeConnector
 from caller_engine.telephony.rest import TwilioGateway
+from caller_engine.tools.end_call import END_CALL
+from caller_engine.tools.registry import Tool, ToolRegistry
+from caller_engine.transcript.summary import Summarizer
 from caller_engine.web import calls, health, media, twiml, webhooks
 from caller_engine.web.errors import error_middleware
 from caller_engine.web.state import SERVICES, Services
 
 MAX_BODY_BYTES = 256 * 1024
+
+
+def build_tools(settings: Settings, gateway: TwilioGateway) -> Iterable[Tool]:
+    """Every tool this deployment offers (per-call subsets are chosen at initiate)."""
+    return [END_CALL]
 
 
 def create_app(settings: Settings, *, store: CallStore | None = None) -> web.Application:
@@ -29,7 +41,7 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
     app.router.add_post("/webhooks/amd", webhooks.amd)
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
-        # The Twilio client owns an aiohttp session: create it inside the running loop.
+        # Clients that own aiohttp/httpx sessions are created inside the running loop.
         gateway = TwilioGateway(
             settings.twilio_account_sid,
             settings.twilio_auth_token,
@@ -37,14 +49,39 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
             base_url=settings.twilio_api_base_url,
         )
         call_store = store or MemoryCallStore()
+        call_service = CallService(settings, gateway, call_store)
+        call_service.add_sink(LogResultSink())
+        openai_client = AsyncOpenAI(
+            api_key=settings.openai_api_key, base_url=settings.openai_base_url, max_retries=2
+        )
+        active = ActiveCalls()
+        bridge = Bridge(
+            settings,
+            store=call_store,
+            calls=call_service,
+            gateway=gateway,
+            tools=ToolRegistry(build_tools(settings, gateway)),
+            connector=OpenAIRealtimeConnector(
+                settings.openai_realtime_url,
+                settings.openai_realtime_model,
+                settings.openai_api_key or "",
+                auth_header=settings.openai_realtime_auth_header,
+            ),
+            summarizer=Summarizer(openai_client, settings.summary_model),
+            active=active,
+        )
         app[SERVICES] = Services(
             settings=settings,
             gateway=gateway,
             store=call_store,
-            calls=CallService(settings, gateway, call_store),
+            calls=call_service,
+            bridge=bridge,
+            active=active,
         )
         yield
-        await app[SERVICES].active.close_all("server shutdown")
+        await active.close_all("server shutdown")
+        await bridge.close()
+        await openai_client.close()
         await gateway.close()
         await call_store.close()
 

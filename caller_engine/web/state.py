@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from caller_engine.bridge.bridge import Bridge
 from caller_engine.bridge.registry import ActiveCalls
 from caller_engine.calls.service import CallService
 from caller_engine.calls.store import CallStore
@@ -21,15 +21,14 @@ class Services:
     gateway: TwilioGateway
     store: CallStore
     calls: CallService
-    active: ActiveCalls = field(default_factory=ActiveCalls)
+    bridge: Bridge
+    active: ActiveCalls
     started_at: float = field(default_factory=time.monotonic)
     draining: bool = False
-    tool_names: frozenset[str] = frozenset()
-    prewarm: Callable[[str, str], Awaitable[None]] = field(default=lambda _cb, _sid: _noop())
 
-
-async def _noop() -> None:
-    return None
+    @property
+    def tool_names(self) -> frozenset[str]:
+        return self.bridge.tools.names
 
 
 SERVICES = web.AppKey("services", Services)

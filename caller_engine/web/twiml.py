@@ -30,7 +30,7 @@ async def outbound(request: web.Request) -> web.Response:
         log.warning("TwiML requested for an unknown call; answering <Hangup/>")
         return _xml(twiml.hangup())
     token = stream_token(services.settings.stream_secret, call_sid, callback_id)
-    await services.prewarm(callback_id, call_sid)
+    await services.bridge.prewarm(callback_id, call_sid)
     stream_url = services.settings.public_ws_url("/media-stream")
     log.info("TwiML served; stream at {}", stream_url)
     return _xml(twiml.connect_stream(stream_url, {"callbackId": callback_id, "token": token}))

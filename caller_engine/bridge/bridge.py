@@ -1,0 +1,156 @@
+"""The media bridge as a service: shared clients, pre-warming, sessions and post-call work."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from caller_engine.bridge.config import session_config
+from caller_engine.bridge.prewarm import Prewarmer
+from caller_engine.bridge.registry import ActiveCalls
+from caller_engine.bridge.session import MACHINE, CallSession
+from caller_engine.calls.models import AgentOverrides, CallRecord
+from caller_engine.calls.result import CallResult, Summary
+from caller_engine.calls.service import CallService
+from caller_engine.calls.store import CallStore
+from caller_engine.config import Settings
+from caller_engine.logging import call_logger
+from caller_engine.realtime.base import RealtimeConnector
+from caller_engine.telephony.rest import TwilioGateway
+from caller_engine.tools.registry import Tool, ToolRegistry
+from caller_engine.transcript.summary import Summarizer
+
+POST_CALL_TIMEOUT = 60.0
+
+
+class Bridge:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: CallStore,
+        calls: CallService,
+        gateway: TwilioGateway,
+        tools: ToolRegistry,
+        connector: RealtimeConnector,
+        summarizer: Summarizer | None,
+        active: ActiveCalls,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.calls = calls
+        self.gateway = gateway
+        self.tools = tools
+        self.connector = connector
+        self.summarizer = summarizer
+        self.active = active
+        self.prewarmer = Prewarmer(connector, settings.prewarm_timeout)
+        self._post_call: set[asyncio.Task[None]] = set()
+        self.tool_stats: dict[tuple[str, bool], list[float]] = {}
+        calls.on_answered_by(self.on_answered_by)
+
+    def tools_for(self, agent: AgentOverrides) -> list[Tool]:
+        return self.tools.select(agent.tools)
+
+    def observe_tool(self, name: str, ok: bool, duration_ms: float) -> None:
+        self.tool_stats.setdefault((name, ok), []).append(duration_ms)
+
+    async def prewarm(self, callback_id: str, call_sid: str) -> None:
+        """Twilio fetched the TwiML: the call is answered. Open the model session now."""
+        record = await self.store.get(callback_id)
+        agent = record.agent if record is not None else AgentOverrides()
+        config = session_config(self.settings, agent, self.tools_for(agent))
+        self.prewarmer.start(call_sid, config)
+
+    async def handle(self, ws: web.WebSocketResponse, hint: str | None) -> None:
+        await CallSession(self, ws, hint).run()
+
+    async def on_answered_by(self, record: CallRecord, answered_by: str) -> None:
+        if answered_by not in MACHINE or record.call_sid is None:
+            return
+        session = self.active.by_call_sid(record.call_sid)
+        if isinstance(session, CallSession):
+            await session.on_machine(answered_by)
+
+    # -- after the call --------------------------------------------------------------
+
+    def after_call(self, session: CallSession) -> None:
+        task = asyncio.create_task(self._post_call_work(session), name="post-call")
+        self._post_call.add(task)
+        task.add_done_callback(self._post_call.discard)
+
+    async def _post_call_work(self, session: CallSession) -> None:
+        log = session.log
+        try:
+            async with asyncio.timeout(POST_CALL_TIMEOUT):
+                await session.pending_tools()
+                result = await self._build_result(session)
+                await self.calls.finish(result)
+        except TimeoutError:
+            log.error("post-call processing timed out")
+        except Exception:
+            log.exception("post-call processing failed")
+
+    async def _build_result(self, session: CallSession) -> CallResult:
+        stopped = session.stopped_at or session.loop.time()
+        duration = stopped - session.started_at
+        final = session.transcript.finalize(session.call_sid, session.callback_id, duration)
+        summary: Summary | None = None
+        summary_error: str | None = None
+        if self.summarizer is not None:
+            tool_lines = [
+                f"{t.name}({t.arguments}) -> {t.output}" for t in session.transcript.tool_calls
+            ]
+            try:
+                summary = await self.summarizer.summarize(final["fullText"], tool_lines)
+            except Exception as exc:
+                summary_error = f"{type(exc).__name__}: {exc}"
+                session.log.warning("summary failed: {}", summary_error)
+        record = await self.store.get(session.callback_id)
+        answered_by = session.answered_by or (record.answered_by if record else None)
+        started = datetime.fromtimestamp(session.started_wall, UTC)
+        ended = datetime.fromtimestamp(session.started_wall + duration, UTC)
+        return CallResult(
+            callbackId=session.callback_id,
+            callSid=session.call_sid,
+            to=session.callee or None,
+            status="voicemail" if answered_by in MACHINE else "completed",
+            answeredBy=answered_by,
+            startedAt=started.isoformat(),
+            endedAt=ended.isoformat(),
+            duration=round(duration, 3),
+            transcript=final["entries"],
+            fullText=final["fullText"],
+            summary=summary,
+            summaryError=summary_error,
+            statusHistory=[
+                {"status": e.status, "sequence": e.sequence, "timestamp": e.timestamp, **e.fields}
+                for e in (record.status_history if record else [])
+            ],
+            recordingUrl=record.recording_url if record else None,
+            recordingSid=record.recording_sid if record else None,
+            toolCalls=session.transcript.tool_calls,
+            metrics=session.metrics.as_dict(),
+            error=session.error,
+            metadata=session.agent.metadata,
+        )
+
+    async def close(self) -> None:
+        await self.prewarmer.close_all()
+        if self._post_call:
+            await asyncio.wait(set(self._post_call), timeout=POST_CALL_TIMEOUT)
+
+
+class LogResultSink:
+    """The default result sink: one structured log line per finished call."""
+
+    async def publish(self, result: CallResult) -> None:
+        log = call_logger(result.callbackId, result.callSid)
+        log.bind(result=result.model_dump(mode="json")).info(
+            "call result: {} ({} transcript entries, summary {})",
+            result.status,
+            len(result.transcript),
+            "ok" if result.summary else "missing",
+        )

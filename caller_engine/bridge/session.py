@@ -1,0 +1,563 @@
+"""One call: Twilio's media stream ⇄ the model session, as two asyncio tasks.
+
+caller→model: Twilio frames are parsed once; media payloads go to the model as the same base64
+strings. model→caller: audio deltas go to Twilio as `media` + `mark`; everything else drives
+the pure state in `turns`, `playback` and the transcript. Tools run in their own tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from caller_engine.bridge.config import greeting_instructions, session_config
+from caller_engine.bridge.metrics import CallMetrics
+from caller_engine.bridge.playback import PlaybackTracker, b64_decoded_len
+from caller_engine.bridge.turns import TurnState
+from caller_engine.calls.models import AgentOverrides
+from caller_engine.calls.result import ToolCallRecord
+from caller_engine.logging import call_logger
+from caller_engine.realtime.base import (
+    AgentItem,
+    AgentTranscript,
+    AudioDelta,
+    Closed,
+    ConnectError,
+    FunctionCall,
+    ProviderError,
+    ProviderEvent,
+    RealtimeSession,
+    ResponseDone,
+    ResponseStarted,
+    SessionConfig,
+    SpeechStarted,
+    SpeechStopped,
+    UserItem,
+    UserTranscript,
+)
+from caller_engine.telephony.media_stream import (
+    Dtmf,
+    MalformedFrame,
+    Mark,
+    Media,
+    Start,
+    Stop,
+    StreamWriter,
+    parse_frame,
+)
+from caller_engine.telephony.rest import TelephonyError
+from caller_engine.telephony.signature import stream_token_valid
+from caller_engine.tools.registry import ToolContext, ToolRegistry
+from caller_engine.transcript.collector import TranscriptCollector
+
+if TYPE_CHECKING:
+    from caller_engine.bridge.bridge import Bridge
+
+POLICY_VIOLATION = 1008
+START_TIMEOUT = 10.0
+MAX_MALFORMED = 200
+RECONNECT_DELAYS = (0.0, 0.25, 0.75, 1.5)
+CONNECT_TIMEOUT = 3.0
+STOP_GRACE = 3.0
+END_CALL_FALLBACK = 20.0
+MACHINE = frozenset(
+    {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
+)
+
+
+class CallSession:
+    def __init__(self, bridge: Bridge, ws: web.WebSocketResponse, hint: str | None = None) -> None:
+        self.bridge = bridge
+        self.settings = bridge.settings
+        self.ws = ws
+        self.callback_id = hint or ""
+        self.call_sid: str | None = None
+        self.stream_sid: str | None = None
+        self.callee = ""
+        self.agent = AgentOverrides()
+        self.log = call_logger(hint)
+        self.loop = asyncio.get_running_loop()
+        self.model: RealtimeSession | None = None
+        self.config: SessionConfig | None = None
+        self.tools = ToolRegistry()
+        self.playback = PlaybackTracker()
+        self.turns = TurnState(True)
+        self.transcript = TranscriptCollector()
+        self.metrics = CallMetrics()
+        self.writer = StreamWriter("")
+        self.started_at = 0.0
+        self.started_wall = 0.0
+        self.stopped_at: float | None = None
+        self.answered_by: str | None = None
+        self.end_reason = "completed"
+        self.error: dict[str, str] | None = None
+        self.ending = False
+        self._hangup_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self._tool_tasks: dict[str, asyncio.Task[None]] = {}
+        self._tools_by_response: dict[str, set[str]] = {}
+        self._responses_done: set[str] = set()
+        self._ctx: ToolContext | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.loop.time() - self.started_at
+
+    async def run(self) -> None:
+        start = await self._wait_start()
+        if start is None:
+            await self.ws.close()
+            return
+        if not await self._begin(start):
+            return
+        try:
+            self.model = await self._open_model()
+            if self.model is None:
+                await self._hangup("model unavailable")
+                await self._wait_stop()
+                return
+            await self._greet()
+            await self._pump()
+        finally:
+            await self._finish()
+
+    async def _wait_start(self) -> Start | None:
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                async for msg in self.ws:
+                    if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                        return None
+                    try:
+                        event = parse_frame(msg.data)
+                    except MalformedFrame:
+                        self.metrics.malformed += 1
+                        continue
+                    if isinstance(event, Start):
+                        return event
+                    if isinstance(event, Media):
+                        self.metrics.media_before_start += 1
+                    elif isinstance(event, Stop):
+                        return None
+        except TimeoutError:
+            self.log.warning("no start event within {} s; closing", START_TIMEOUT)
+        return None
+
+    async def _begin(self, start: Start) -> bool:
+        params = start.custom_parameters
+        self.callback_id = params.get("callbackId", self.callback_id)
+        self.call_sid = start.call_sid
+        self.stream_sid = start.stream_sid
+        self.log = call_logger(self.callback_id, self.call_sid, self.stream_sid)
+        secret = self.settings.stream_secret
+        if not stream_token_valid(secret, self.call_sid, self.callback_id, params.get("token", "")):
+            self.log.warning("stream token does not match its call; closing (1008)")
+            await self.ws.close(code=POLICY_VIOLATION, message=b"invalid stream token")
+            return False
+        self.started_at = self.loop.time()
+        self.started_wall = time.time()
+        self.writer = StreamWriter(self.stream_sid)
+        record = await self.bridge.store.get(self.callback_id)
+        if record is not None:
+            self.agent = record.agent
+            self.callee = record.to
+            self.answered_by = record.answered_by
+        tools = self.bridge.tools_for(self.agent)
+        self.tools = ToolRegistry(tools)
+        self.config = session_config(self.settings, self.agent, tools)
+        self.turns = TurnState(self.config.interrupt_response)
+        self._ctx = ToolContext(
+            callback_id=self.callback_id,
+            call_sid=self.call_sid,
+            callee=self.callee,
+            log=self.log,
+            end_call=self._end_call_requested,
+        )
+        self.bridge.active.add(self)
+        await self.bridge.store.stream_started(self.callback_id, self.stream_sid)
+        self.log.info("stream started; {} tool(s) offered", len(tools))
+        return True
+
+    async def _open_model(self) -> RealtimeSession | None:
+        assert self.config is not None and self.call_sid is not None
+        warm = self.bridge.prewarmer.take(self.call_sid)
+        if warm is not None:
+            try:
+                session = await asyncio.wait_for(warm, CONNECT_TIMEOUT)
+                self.log.debug("using the pre-warmed model session")
+                return session
+            except (ConnectError, TimeoutError) as exc:
+                self.log.warning("pre-warmed model session failed: {}", exc)
+        return await self._connect(first=True)
+
+    async def _connect(self, *, first: bool) -> RealtimeSession | None:
+        assert self.config is not None
+        for delay in RECONNECT_DELAYS:
+            if delay:
+                await asyncio.sleep(delay)
+            if self._stopped.is_set():
+                return None
+            try:
+                return await asyncio.wait_for(
+                    self.bridge.connector.connect(self.config), CONNECT_TIMEOUT
+                )
+            except TimeoutError:
+                self.log.warning("model connect timed out")
+            except ConnectError as exc:
+                self.log.warning("model connect failed: {}", exc)
+                if exc.fatal:
+                    self.error = {"code": "model_refused", "message": str(exc)}
+                    return None
+        self.error = {"code": "model_unavailable", "message": "could not reach the model"}
+        return None
+
+    async def _greet(self) -> None:
+        assert self.config is not None
+        if self.answered_by in MACHINE:
+            await self.on_machine(self.answered_by)
+            return
+        await self._request_response(greeting_instructions(self.config, self.agent.greeting))
+
+    async def _pump(self) -> None:
+        caller = asyncio.create_task(self._caller_to_model(), name="caller->model")
+        model = asyncio.create_task(self._model_to_caller(), name="model->caller")
+        limit = self.settings.call_time_limit + 2.0
+        try:
+            done, _ = await asyncio.wait(
+                {caller, model}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                self.log.info("call time limit reached; hanging up")
+                await self._hangup("time limit")
+            if caller not in done:
+                await asyncio.wait({caller}, timeout=STOP_GRACE)
+        finally:
+            for task in (caller, model):
+                task.cancel()
+            await asyncio.gather(caller, model, return_exceptions=True)
+
+    async def _finish(self) -> None:
+        self._stopped.set()
+        self.stopped_at = self.loop.time()
+        if self.model is not None:
+            model, self.model = self.model, None
+            try:
+                await asyncio.wait_for(model.close(), 1.0)
+            except (TimeoutError, OSError, RuntimeError) as exc:
+                self.log.debug("model close: {!r}", exc)
+        if self._hangup_task is not None and not self._hangup_task.done():
+            await asyncio.wait({self._hangup_task}, timeout=STOP_GRACE)
+        if not self.ws.closed:
+            await self.ws.close()
+        self.bridge.active.discard(self)
+        await self.bridge.store.stream_stopped(self.callback_id)
+        self.log.info(
+            "stream ended ({}) after {:.1f} s", self.end_reason, self.stopped_at - self.started_at
+        )
+        self.bridge.after_call(self)
+
+    async def close(self, reason: str) -> None:
+        """Ended from outside (shutdown): hang up and let the tasks wind down."""
+        self.end_reason = reason
+        await self._hangup(reason)
+        if not self.ws.closed:
+            await self.ws.close()
+
+    async def _wait_stop(self) -> None:
+        try:
+            async with asyncio.timeout(STOP_GRACE):
+                async for msg in self.ws:
+                    if msg.type == WSMsgType.TEXT and '"stop"' in msg.data:
+                        return
+        except TimeoutError:
+            return
+
+    # -- caller → model (hot path) --------------------------------------------------
+
+    async def _caller_to_model(self) -> None:
+        metrics = self.metrics
+        async for msg in self.ws:
+            if msg.type is not WSMsgType.TEXT and msg.type is not WSMsgType.BINARY:
+                break
+            try:
+                event = parse_frame(msg.data)
+            except MalformedFrame as exc:
+                metrics.malformed += 1
+                if metrics.malformed == 1 or metrics.malformed % 50 == 0:
+                    self.log.warning(
+                        "malformed Twilio frame ({}); {} so far", exc, metrics.malformed
+                    )
+                if metrics.malformed >= MAX_MALFORMED:
+                    self.error = {"code": "malformed_stream", "message": str(exc)}
+                    await self._hangup("too many malformed frames")
+                    break
+                continue
+            if type(event) is Media:
+                model = self.model
+                try:
+                    sent = model is not None and await model.send_audio(event.payload)
+                except Exception:
+                    sent = False
+                if sent:
+                    metrics.frames_in += 1
+                else:
+                    metrics.dropped_in += 1
+            elif type(event) is Mark:
+                if self.playback.echoed(event.name) and self.ending:
+                    self._maybe_hang_up()
+            elif type(event) is Stop:
+                self.log.info("Twilio stop")
+                break
+            elif type(event) is Dtmf:
+                await self._dtmf(event.digit)
+        self._stopped.set()
+
+    async def _dtmf(self, digit: str) -> None:
+        self.transcript.dtmf(digit, self.now())
+        self.log.info("caller pressed {}", digit)
+        if self.model is not None:
+            try:
+                await self.model.send_user_text(f"[The caller pressed the {digit} key]")
+            except Exception as exc:
+                self.log.warning("could not forward DTMF: {!r}", exc)
+
+    # -- model → caller --------------------------------------------------------------
+
+    async def _model_to_caller(self) -> None:
+        while self.model is not None:
+            model = self.model
+            closed: Closed | None = None
+            try:
+                async for event in model.events():
+                    if type(event) is AudioDelta:
+                        await self._audio(event)
+                    elif type(event) is Closed:
+                        closed = event
+                        break
+                    else:
+                        await self._on_event(event)
+            except (ConnectionResetError, RuntimeError) as exc:
+                # Twilio's socket is gone; the caller task ends the call.
+                self.log.info("Twilio socket closed while sending: {!r}", exc)
+                return
+            if self._stopped.is_set() or self._hangup_task is not None:
+                return
+            reason = closed.reason if closed else "model events ended"
+            self.log.warning("model session lost: {}", reason)
+            if closed is not None and closed.fatal:
+                self.error = {"code": "model_fatal", "message": reason}
+                await self._hangup("model error")
+                return
+            await self._reconnect()
+            if self.model is None:
+                await self._hangup("model unavailable")
+                return
+
+    async def _audio(self, event: AudioDelta) -> None:
+        if not self.turns.accepts(event.response_id):
+            return
+        ws = self.ws
+        payload = event.payload
+        await ws.send_str(self.writer.media(payload))
+        await ws.send_str(
+            self.writer.mark(self.playback.sent(event.item_id, b64_decoded_len(payload)))
+        )
+        metrics = self.metrics
+        metrics.frames_out += 1
+        if metrics.greeting_ms is None:
+            metrics.first_audio(self.started_at, self.loop.time())
+        metrics.response_audio(self.loop.time())
+
+    async def _on_event(self, event: ProviderEvent) -> None:
+        model = self.model
+        assert model is not None
+        if isinstance(event, SpeechStarted):
+            received = self.loop.time()
+            self.transcript.user_item(event.item_id, self.now())
+            plan = self.turns.speech_started(self.playback)
+            if plan is None:
+                return
+            if plan.clear:
+                await self.ws.send_str(self.writer.clear())
+                self.playback.clear()
+                self.metrics.barge_in(self.loop.time() - received)
+            if plan.truncate is not None:
+                item_id, heard_ms = plan.truncate
+                await model.truncate(item_id, heard_ms)
+                self.transcript.interrupted(item_id, heard_ms, self.playback.sent_ms(item_id))
+            if plan.cancel:
+                await model.cancel_response()
+            self.log.info(
+                "caller interrupted{}", f" at {plan.truncate[1]} ms" if plan.truncate else ""
+            )
+        elif isinstance(event, SpeechStopped):
+            self.metrics.speech_stopped(self.loop.time())
+        elif isinstance(event, ResponseStarted):
+            self.turns.started(event.response_id)
+        elif isinstance(event, AgentItem):
+            self.transcript.agent_item(event.item_id, self.now())
+        elif isinstance(event, AgentTranscript):
+            self.transcript.agent_text(event.item_id, event.text, self.now())
+        elif isinstance(event, UserItem):
+            self.transcript.user_item(event.item_id, self.now())
+        elif isinstance(event, UserTranscript):
+            self.transcript.user_text(event.item_id, event.text, self.now())
+        elif isinstance(event, FunctionCall):
+            self._start_tool(event)
+        elif isinstance(event, ResponseDone):
+            await self._response_done(event)
+        elif isinstance(event, ProviderError):
+            self.metrics.model_errors += 1
+            self.log.warning("model error {}: {}", event.code, event.message)
+            if event.code == "conversation_already_has_active_response":
+                self.turns.request_failed()
+
+    async def _response_done(self, event: ResponseDone) -> None:
+        for call in event.function_calls:
+            self._start_tool(call)
+        send, instructions = self.turns.done(event.response_id)
+        if send and self.model is not None:
+            await self.model.create_response(instructions)
+        self._responses_done.add(event.response_id)
+        await self._follow_up(event.response_id)
+        if self.ending:
+            self._maybe_hang_up()
+
+    async def _request_response(self, instructions: str | None = None) -> None:
+        if self.turns.request(instructions) and self.model is not None:
+            await self.model.create_response(instructions)
+
+    # -- tools -----------------------------------------------------------------------
+
+    def _start_tool(self, call: FunctionCall) -> None:
+        if call.call_id in self._tool_tasks:
+            return
+        self._tools_by_response.setdefault(call.response_id, set()).add(call.call_id)
+        self._tool_tasks[call.call_id] = asyncio.create_task(self._run_tool(call))
+
+    async def _run_tool(self, call: FunctionCall) -> None:
+        assert self._ctx is not None
+        at = self.now()
+        outcome = await self.tools.dispatch(call.name, call.arguments, self._ctx)
+        self.transcript.tool(
+            ToolCallRecord(
+                name=call.name,
+                callId=call.call_id,
+                arguments=outcome.arguments,
+                output=outcome.output,
+                ok=outcome.ok,
+                durationMs=round(outcome.duration_ms, 3),
+                at=round(at, 3),
+            )
+        )
+        self.bridge.observe_tool(call.name, outcome.ok, outcome.duration_ms)
+        model = self.model
+        if model is not None:
+            try:
+                await model.send_tool_result(call.call_id, orjson.dumps(outcome.output).decode())
+            except Exception as exc:
+                self.log.warning("could not return {} output to the model: {!r}", call.name, exc)
+        self._tools_by_response.get(call.response_id, set()).discard(call.call_id)
+        await self._follow_up(call.response_id)
+
+    async def _follow_up(self, response_id: str) -> None:
+        """Once a response is done and all its tools answered, the model speaks again."""
+        pending = self._tools_by_response.get(response_id)
+        if pending is None or pending or response_id not in self._responses_done:
+            return
+        del self._tools_by_response[response_id]
+        if self.ending:
+            self._maybe_hang_up()
+            return
+        await self._request_response()
+
+    async def pending_tools(self) -> None:
+        tasks = [t for t in self._tool_tasks.values() if not t.done()]
+        if tasks:
+            await asyncio.wait(tasks)
+
+    # -- ending ----------------------------------------------------------------------
+
+    async def _end_call_requested(self) -> None:
+        self.ending = True
+        self.end_reason = "agent ended the call"
+        self.loop.call_later(END_CALL_FALLBACK, self._force_end)
+
+    def _force_end(self) -> None:
+        if self._hangup_task is None and not self._stopped.is_set():
+            self.log.warning("goodbye did not finish playing in time; hanging up")
+            self._hangup_task = asyncio.create_task(self._do_hangup())
+
+    def _maybe_hang_up(self) -> None:
+        busy = self.turns.responding or self.playback.audible or self._tools_by_response
+        if self.ending and not busy and self._hangup_task is None:
+            self._hangup_task = asyncio.create_task(self._do_hangup())
+
+    async def _hangup(self, reason: str) -> None:
+        if self._hangup_task is None:
+            self.end_reason = reason
+            self._hangup_task = asyncio.create_task(self._do_hangup())
+        await asyncio.wait({self._hangup_task})
+
+    async def _do_hangup(self) -> None:
+        if self.call_sid is None:
+            return
+        try:
+            live = await self.bridge.gateway.hangup(self.call_sid)
+            self.log.info("hung up via Twilio ({})", "ok" if live else "already ended")
+        except TelephonyError as exc:
+            self.log.warning("Twilio hang-up failed ({}); closing the stream", exc)
+            if not self.ws.closed:
+                await self.ws.close()
+
+    async def on_machine(self, answered_by: str) -> None:
+        """Answering machine: hang up, or leave the configured message and then hang up."""
+        self.answered_by = answered_by
+        if self.settings.voicemail_action == "hangup" or not self.settings.voicemail_message:
+            self.log.info("answered by {}; hanging up", answered_by)
+            await self._hangup("voicemail")
+            return
+        self.log.info("answered by {}; leaving the voicemail message", answered_by)
+        self.ending = True
+        self.end_reason = "voicemail"
+        if self.playback.audible:
+            await self.ws.send_str(self.writer.clear())
+            self.playback.clear()
+        if self.turns.can_cancel() and self.model is not None:
+            await self.model.cancel_response()
+        message = self.settings.voicemail_message
+        instructions = (
+            "You reached an answering machine. Leave exactly this message, then stop talking: "
+            f'"{message}"'
+        )
+        await self._request_response(instructions)
+        self.loop.call_later(END_CALL_FALLBACK, self._force_end)
+
+    # -- reconnect -------------------------------------------------------------------
+
+    async def _reconnect(self) -> None:
+        lost, self.model = self.model, None
+        was_responding = self.turns.responding
+        if lost is not None:
+            try:
+                await asyncio.wait_for(lost.close(), 1.0)
+            except Exception as exc:
+                self.log.debug("closing the lost model session: {!r}", exc)
+        model = await self._connect(first=False)
+        if model is None:
+            return
+        assert self.config is not None
+        await model.replay(self.transcript.history())
+        self.metrics.reconnects += 1
+        self.turns = TurnState(self.config.interrupt_response)
+        self.playback.current_item = None
+        self._tools_by_response.clear()
+        self.model = model
+        self.log.info("model session restored (reconnect {})", self.metrics.reconnects)
+        entries = self.transcript.entries()
+        if was_responding or (entries and entries[-1].role in ("user", "tool")):
+            await self._request_response()

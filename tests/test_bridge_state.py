@@ -1,0 +1,126 @@
+"""Pure state of the bridge: playback accounting, response state, interruption decisions."""
+
+from __future__ import annotations
+
+import base64
+
+from caller_engine.bridge.playback import PlaybackTracker, b64_decoded_len
+from caller_engine.bridge.turns import TurnState
+
+
+def test_b64_decoded_len_matches_decoding() -> None:
+    for n in range(0, 50):
+        payload = base64.b64encode(bytes(range(n))).decode()
+        assert b64_decoded_len(payload) == n
+
+
+def test_heard_position_follows_echoed_marks() -> None:
+    p = PlaybackTracker()
+    m1 = p.sent("item1", 800)  # 100 ms
+    m2 = p.sent("item1", 800)
+    assert p.audible
+    assert p.heard_ms("item1") == 0
+    assert p.echoed(m1)
+    assert p.heard_ms("item1") == 100
+    assert p.echoed(m2)
+    assert p.heard_ms("item1") == 200
+    assert not p.audible
+
+
+def test_marks_echoed_after_clear_do_not_count_as_heard() -> None:
+    p = PlaybackTracker()
+    m1 = p.sent("a", 800)
+    m2 = p.sent("a", 800)
+    m3 = p.sent("a", 800)
+    p.echoed(m1)
+    p.clear()
+    assert not p.audible
+    assert not p.echoed(m2)
+    assert not p.echoed(m3)
+    assert p.heard_ms("a") == 100
+    assert p.sent_ms("a") == 300
+
+
+def test_heard_is_integer_and_clamped() -> None:
+    p = PlaybackTracker()
+    m = p.sent("a", 13)
+    p.echoed(m)
+    assert p.heard_ms("a") == 1
+    assert p.heard_ms("unknown") == 0
+
+
+def test_never_two_creates_and_queue_flushes_on_done() -> None:
+    t = TurnState(server_cancels_on_barge_in=True)
+    assert t.request("greet") is True
+    assert t.request(None) is False  # our create is in flight
+    t.started("r1")
+    assert t.request(None) is False  # coalesced with the queued plain request
+    assert t.queued == 1
+    send, instructions = t.done("r1")
+    assert send is True and instructions is None
+    assert t.responding
+    t.started("r2")
+    assert t.done("r2") == (False, None)
+    assert not t.responding
+
+
+def test_cancel_only_when_a_response_is_active() -> None:
+    t = TurnState(server_cancels_on_barge_in=False)
+    assert not t.can_cancel()
+    t.request()
+    assert not t.can_cancel()  # requested, not created: nothing to cancel yet
+    t.started("r1")
+    assert t.can_cancel()
+    t.done("r1")
+    assert not t.can_cancel()
+
+
+def test_barge_in_while_audible_clears_truncates_and_drops_late_audio() -> None:
+    t = TurnState(server_cancels_on_barge_in=True)
+    p = PlaybackTracker()
+    t.request()
+    t.started("r1")
+    first = p.sent("item1", 1600)
+    p.sent("item1", 1600)
+    p.echoed(first)
+    plan = t.speech_started(p)
+    assert plan is not None
+    assert plan.clear is True
+    assert plan.truncate == ("item1", 200)
+    assert plan.cancel is False  # the server cancels by itself
+    assert not t.accepts("r1")
+
+
+def test_barge_in_cancels_when_server_does_not() -> None:
+    t = TurnState(server_cancels_on_barge_in=False)
+    p = PlaybackTracker()
+    t.request()
+    t.started("r1")
+    p.sent("i", 800)
+    plan = t.speech_started(p)
+    assert plan is not None
+    assert plan.cancel is True
+    assert plan.truncate == ("i", 0)
+
+
+def test_speech_when_agent_silent_changes_nothing() -> None:
+    t = TurnState(server_cancels_on_barge_in=True)
+    p = PlaybackTracker()
+    assert t.speech_started(p) is None
+    m = p.sent("i", 800)
+    p.echoed(m)
+    assert t.speech_started(p) is None
+
+
+def test_audio_still_playing_after_response_done_is_cleared_without_cancel() -> None:
+    t = TurnState(server_cancels_on_barge_in=False)
+    p = PlaybackTracker()
+    t.request()
+    t.started("r1")
+    p.sent("i", 8000)
+    t.done("r1")
+    plan = t.speech_started(p)
+    assert plan is not None
+    assert plan.clear is True
+    assert plan.cancel is False
+    assert plan.truncate == ("i", 0)
