@@ -72,6 +72,19 @@ class Settings(BaseSettings):
     voicemail_action: Literal["hangup", "message"] = "hangup"
     voicemail_message: str = ""
 
+    # Call records and result delivery to the orchestrator
+    database_url: str = "sqlite:///./caller_engine.db"
+    result_webhook_url: str | None = None
+    result_webhook_secret: str | None = None
+    delivery_retry_period: float = Field(86_400.0, gt=0)
+    delivery_backoff_base: float = Field(2.0, gt=0)
+    delivery_backoff_cap: float = Field(600.0, gt=0)
+    delivery_poll_interval: float = Field(2.0, gt=0)
+    delivery_timeout: float = Field(10.0, gt=0)
+    delivery_lease: float = Field(60.0, gt=0)
+    delivery_concurrency: int = Field(8, ge=1, le=100)
+    result_grace: float = Field(600.0, gt=0)
+
     # Google tools
     enable_calendar_tools: bool = False
     enable_email_tools: bool = False
@@ -142,6 +155,37 @@ class Settings(BaseSettings):
             raise ValueError("cannot be off in production")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return _check_database_url(value)
+
+    @field_validator("result_webhook_url")
+    @classmethod
+    def _result_webhook_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL")
+        return value.strip()
+
+    @field_validator("result_webhook_secret")
+    @classmethod
+    def _result_webhook_secret(cls, value: str | None, info: ValidationInfo) -> str | None:
+        value = value or None
+        production = info.data.get("environment") == "production"
+        if production and not value and info.data.get("result_webhook_url"):
+            raise ValueError("required in production when RESULT_WEBHOOK_URL is set")
+        return value
+
+    @field_validator("delivery_lease")
+    @classmethod
+    def _delivery_lease(cls, value: float, info: ValidationInfo) -> float:
+        if value <= info.data.get("delivery_timeout", 0):
+            raise ValueError("must be longer than DELIVERY_TIMEOUT")
+        return value
+
     @field_validator("workday_end_hour")
     @classmethod
     def _workday(cls, value: int, info: ValidationInfo) -> int:
@@ -195,6 +239,29 @@ class Settings(BaseSettings):
     @property
     def working_weekdays(self) -> frozenset[int]:
         return frozenset(WEEKDAYS.index(d) for d in self.working_days.split(","))
+
+
+def _check_database_url(value: str) -> str:
+    value = value.strip()
+    scheme = value.partition(":")[0].partition("+")[0].lower()
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        raise ValueError("must be sqlite:///path/to/file.db or postgresql://user@host/db")
+    return value
+
+
+class DatabaseSettings(BaseSettings):
+    """Just DATABASE_URL, for maintenance commands that need no other configuration."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    database_url: str = "sqlite:///./caller_engine.db"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return _check_database_url(value)
 
 
 def _describe(error: ValidationError) -> str:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,6 +19,12 @@ ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "test-auth-token"
 API_KEY = "test-api-key"
 PUBLIC_BASE = "https://calls.example.com"
+
+
+@pytest.fixture(autouse=True)
+def _database_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's default store is a SQLite file: keep it in the test's own directory."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/calls.db")
 
 
 @pytest.fixture

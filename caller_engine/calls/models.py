@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
     from caller_engine.calls.result import CallResult
+    from caller_engine.results.state import DeliveryState
 
 CALLBACK_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 E164_PATTERN = r"^\+[1-9]\d{6,14}$"
@@ -36,6 +38,17 @@ class InitiateRequest(BaseModel):
     to: str = Field(pattern=E164_PATTERN)
     record: bool = False
     agent: AgentOverrides = Field(default_factory=lambda: AgentOverrides())
+    result_webhook_url: str | None = Field(None, alias="resultWebhookUrl", max_length=2048)
+
+    @field_validator("result_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http(s) URL")
+        return value
 
 
 def utcnow() -> datetime:
@@ -73,6 +86,9 @@ class CallRecord:
     stream_started_at: datetime | None = None
     stream_stopped_at: datetime | None = None
     result: CallResult | None = None
+    result_webhook_url: str | None = None
+    result_source: str | None = None
+    delivery: DeliveryState | None = None
 
     @property
     def is_final(self) -> bool:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 from caller_engine.calls.models import CallRecord, InitiateRequest
@@ -12,6 +14,8 @@ from caller_engine.calls.status import event_from_params
 from caller_engine.calls.store import CallStore, DuplicateCall
 from caller_engine.config import Settings
 from caller_engine.logging import call_logger
+from caller_engine.results.build import result_from_record
+from caller_engine.results.rules import ResultSource
 from caller_engine.telephony.rest import CallRequest, TelephonyError, TwilioGateway
 
 MACHINE_ANSWERS = frozenset(
@@ -19,6 +23,10 @@ MACHINE_ANSWERS = frozenset(
 )
 
 AnsweredByListener = Callable[[CallRecord, str], Awaitable[None]]
+
+# How long a duplicate initiate waits for a racing first request to finish dialing.
+DUPLICATE_WAIT = 15.0
+DUPLICATE_POLL = 0.05
 
 
 class CallConflict(Exception):
@@ -38,15 +46,33 @@ class CallService:
         self.store = store
         self._answered_by_listeners: list[AnsweredByListener] = []
         self._sinks: list[ResultSink] = []
+        self.duplicate_wait = DUPLICATE_WAIT
 
     def add_sink(self, sink: ResultSink) -> None:
         self._sinks.append(sink)
 
-    async def finish(self, result: CallResult) -> None:
-        """A call is over and post-processed: keep its result and hand it on."""
-        await self.store.save_result(result)
+    async def finish(self, result: CallResult, *, source: ResultSource = "bridge") -> bool:
+        """A call is over and post-processed: keep its result, queue its delivery to the
+        orchestrator and hand it on. False (and nothing handed on) when the call already
+        has its result; see results.rules for which one wins."""
+        kept = await self.store.save_result(
+            result, source=source, default_url=self.settings.result_webhook_url
+        )
+        if not kept:
+            return False
         for sink in self._sinks:
             await sink.publish(result)
+        return True
+
+    async def finish_from_record(
+        self, record: CallRecord, *, error: dict[str, Any] | None = None
+    ) -> bool:
+        """Finish a call the bridge did not carry (or never reported) from its record."""
+        voicemail = record.answered_by in MACHINE_ANSWERS
+        result = result_from_record(record, voicemail=voicemail, error=error)
+        if result is None:
+            return False
+        return await self.finish(result, source="record")
 
     def on_answered_by(self, listener: AnsweredByListener) -> None:
         self._answered_by_listeners.append(listener)
@@ -63,7 +89,11 @@ class CallService:
     async def initiate(self, req: InitiateRequest) -> InitiateOutcome:
         """Dial once per callbackId. Raises CallConflict or TelephonyError."""
         record = CallRecord(
-            callback_id=req.callback_id, to=req.to, record=req.record, agent=req.agent
+            callback_id=req.callback_id,
+            to=req.to,
+            record=req.record,
+            agent=req.agent,
+            result_webhook_url=req.result_webhook_url,
         )
         log = call_logger(req.callback_id)
         try:
@@ -74,7 +104,16 @@ class CallService:
                     f"callbackId {req.callback_id} already belongs to a call to another number"
                 ) from None
             log.info("duplicate initiate; returning the existing call")
-            return InitiateOutcome(dup.existing, duplicate=True)
+            existing = await self._settled(dup.existing)
+            if existing.status == "dial-failed" and existing.error is not None:
+                # The racing first attempt failed: answer as it did. A later retry may dial.
+                error = existing.error
+                raise TelephonyError(
+                    error.get("code", "unexpected"),
+                    str(error.get("message", "")),
+                    int(error.get("httpStatus", 502)),
+                ) from None
+            return InitiateOutcome(existing, duplicate=True)
         twiml_url, status_url, amd_url = self._urls(req.callback_id)
         try:
             created = await self.gateway.create_call(
@@ -89,7 +128,8 @@ class CallService:
             )
         except TelephonyError as exc:
             await self.store.dial_failed(
-                req.callback_id, {"code": exc.code, "message": exc.message}
+                req.callback_id,
+                {"code": exc.code, "message": exc.message, "httpStatus": exc.http_status},
             )
             log.warning("Twilio refused the call: code={} {}", exc.code, exc.message)
             raise
@@ -100,10 +140,24 @@ class CallService:
         stored = await self.store.get(req.callback_id)
         return InitiateOutcome(stored or record, duplicate=False)
 
-    async def on_status(self, params: Mapping[str, str]) -> CallRecord | None:
+    async def _settled(self, record: CallRecord) -> CallRecord:
+        """A duplicate that races the first request waits until that one has dialed (or
+        failed), so both answer with the same CallSid; bounded by DUPLICATE_WAIT seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.duplicate_wait
+        while record.status == "pending" and loop.time() < deadline:
+            await asyncio.sleep(DUPLICATE_POLL)
+            record = await self.store.get(record.callback_id) or record
+        return record
+
+    async def on_status(
+        self, params: Mapping[str, str], callback_id: str | None = None
+    ) -> CallRecord | None:
+        """Merge a status callback. `callback_id` is the one in the callback's URL. A call
+        that ends without a media stream gets its result here, built from the record."""
         event = event_from_params(params)
         call_sid = params.get("CallSid", "")
-        record = await self.store.add_status(call_sid, event)
+        record = await self.store.add_status(call_sid, event, callback_id)
         log = call_logger(record.callback_id if record else params.get("callbackId"), call_sid)
         log.bind(**event.fields).info(
             "status {} seq={} -> current {}",
@@ -111,6 +165,13 @@ class CallService:
             event.sequence,
             record.status if record else "unknown call",
         )
+        if (
+            record is not None
+            and record.is_final
+            and record.stream_started_at is None
+            and record.result is None
+        ):
+            await self.finish_from_record(record)
         return record
 
     async def on_amd(self, params: Mapping[str, str]) -> CallRecord | None:

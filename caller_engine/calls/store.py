@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from caller_engine.calls.models import CallRecord, StatusEvent, utcnow
 from caller_engine.calls.result import CallResult
 from caller_engine.calls.status import current_status, merge_status
+from caller_engine.results.rules import ResultSource, takes_result
 
 
 class DuplicateCall(Exception):
@@ -28,8 +31,11 @@ class CallStore(Protocol):
 
     async def dial_failed(self, callback_id: str, error: dict[str, Any]) -> None: ...
 
-    async def add_status(self, call_sid: str, event: StatusEvent) -> CallRecord | None:
-        """Merge a status callback; the updated record, or None for an unknown call."""
+    async def add_status(
+        self, call_sid: str, event: StatusEvent, callback_id: str | None = None
+    ) -> CallRecord | None:
+        """Merge a status callback; the updated record, or None for an unknown call.
+        `callback_id` (from the callback URL) matches a call whose CallSid is not stored yet."""
 
     async def set_answered_by(self, call_sid: str, answered_by: str) -> CallRecord | None: ...
 
@@ -37,8 +43,26 @@ class CallStore(Protocol):
 
     async def stream_stopped(self, callback_id: str) -> None: ...
 
-    async def save_result(self, result: CallResult) -> None:
-        """Keep the post-call result (transcript, summary, tool calls, metrics)."""
+    async def save_result(
+        self,
+        result: CallResult,
+        *,
+        source: ResultSource = "bridge",
+        default_url: str | None = None,
+    ) -> bool:
+        """Keep the post-call result (transcript, summary, tool calls, metrics) and queue
+        its delivery to the call's resultWebhookUrl or `default_url` (stores with an
+        outbox). False when the call already has its result (see results.rules)."""
+
+    async def list_calls(
+        self,
+        *,
+        statuses: Sequence[str] = (),
+        since: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 50,
+    ) -> list[CallRecord]:
+        """Most recent first; `before` is the (created_at, callback_id) of the last seen."""
 
     async def close(self) -> None: ...
 
@@ -78,8 +102,15 @@ class MemoryCallStore:
         record.error = error
         record.ended_at = utcnow()
 
-    async def add_status(self, call_sid: str, event: StatusEvent) -> CallRecord | None:
+    async def add_status(
+        self, call_sid: str, event: StatusEvent, callback_id: str | None = None
+    ) -> CallRecord | None:
         record = await self.find_by_sid(call_sid)
+        if record is None and callback_id and call_sid:
+            pending = self._by_id.get(callback_id)
+            if pending is not None and pending.call_sid is None and pending.status == "pending":
+                await self.dialed(callback_id, call_sid, "queued")
+                record = pending
         if record is None or not merge_status(record.status_history, event):
             return record
         record.status = current_status(record.status_history) or record.status
@@ -111,10 +142,39 @@ class MemoryCallStore:
         if record is not None:
             record.stream_stopped_at = utcnow()
 
-    async def save_result(self, result: CallResult) -> None:
+    async def save_result(
+        self,
+        result: CallResult,
+        *,
+        source: ResultSource = "bridge",
+        default_url: str | None = None,
+    ) -> bool:
+        """Keeps the result; this store has no outbox, so nothing is delivered."""
         record = self._by_id.get(result.callbackId)
-        if record is not None:
-            record.result = result
+        if record is None or not takes_result(record.result_source, False, source):
+            return False
+        record.result = result
+        record.result_source = source
+        return True
+
+    async def list_calls(
+        self,
+        *,
+        statuses: Sequence[str] = (),
+        since: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 50,
+    ) -> list[CallRecord]:
+        rows = sorted(
+            self._by_id.values(), key=lambda r: (r.created_at, r.callback_id), reverse=True
+        )
+        return [
+            r
+            for r in rows
+            if (not statuses or r.status in statuses)
+            and (since is None or r.created_at >= since)
+            and (before is None or (r.created_at, r.callback_id) < before)
+        ][:limit]
 
     async def close(self) -> None:
         return None

@@ -5,23 +5,29 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 
 from aiohttp import web
+from loguru import logger
 from openai import AsyncOpenAI
 
 from caller_engine.bridge.bridge import Bridge, LogResultSink
 from caller_engine.bridge.registry import ActiveCalls
+from caller_engine.calls.models import CallRecord
 from caller_engine.calls.service import CallService
-from caller_engine.calls.store import CallStore, MemoryCallStore
+from caller_engine.calls.sql_store import SqlCallStore
+from caller_engine.calls.store import CallStore
 from caller_engine.config import Settings
 from caller_engine.realtime.openai import OpenAIRealtimeConnector
+from caller_engine.results.outbox import Outbox
+from caller_engine.results.worker import DeliveryConfig, DeliveryWorker, WakeOnResult
 from caller_engine.telephony.rest import TwilioGateway
 from caller_engine.tools.end_call import END_CALL
 from caller_engine.tools.registry import Tool, ToolRegistry
 from caller_engine.transcript.summary import Summarizer
-from caller_engine.web import calls, health, media, twiml, webhooks
+from caller_engine.web import calls, health, media, records, twiml, webhooks
 from caller_engine.web.errors import error_middleware
 from caller_engine.web.state import SERVICES, Services
 
 MAX_BODY_BYTES = 256 * 1024
+NO_RESULT = {"code": "no_result", "message": "the call ended but its post-call result never came"}
 
 
 def build_tools(settings: Settings, gateway: TwilioGateway) -> Iterable[Tool]:
@@ -39,6 +45,8 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
     app.router.add_get("/media-stream/{callbackId}", media.media_stream)
     app.router.add_post("/webhooks/call-status", webhooks.call_status)
     app.router.add_post("/webhooks/amd", webhooks.amd)
+    app.router.add_get("/calls", records.list_calls)
+    app.router.add_get("/calls/{callbackId}", records.get_call)
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         # Clients that own aiohttp/httpx sessions are created inside the running loop.
@@ -48,9 +56,14 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
             settings.twilio_phone_number,
             base_url=settings.twilio_api_base_url,
         )
-        call_store = store or MemoryCallStore()
+        call_store = store or await SqlCallStore.open(settings.database_url)
         call_service = CallService(settings, gateway, call_store)
         call_service.add_sink(LogResultSink())
+        worker = _delivery_worker(settings, call_store, call_service)
+        if worker is not None:
+            call_service.add_sink(WakeOnResult(worker))
+            app[records.DELIVERY_WORKER] = worker
+            worker.start()
         openai_client = AsyncOpenAI(
             api_key=settings.openai_api_key, base_url=settings.openai_base_url, max_retries=2
         )
@@ -81,9 +94,29 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
         yield
         await active.close_all("server shutdown")
         await bridge.close()
+        if worker is not None:
+            await worker.stop(flush=True)
         await openai_client.close()
         await gateway.close()
         await call_store.close()
 
     app.cleanup_ctx.append(services_ctx)
     return app
+
+
+def _delivery_worker(
+    settings: Settings, store: CallStore, calls: CallService
+) -> DeliveryWorker | None:
+    """The outbox drain of this instance, for stores that have an outbox."""
+    outbox: Outbox | None = getattr(store, "outbox", None)
+    if outbox is None:
+        if settings.result_webhook_url:
+            logger.warning("this call store has no outbox: results will not be delivered")
+        return None
+    if not settings.result_webhook_secret:
+        logger.warning("RESULT_WEBHOOK_SECRET is not set: result webhooks go out unsigned")
+
+    async def missing(record: CallRecord) -> bool:
+        return await calls.finish_from_record(record, error=NO_RESULT)
+
+    return DeliveryWorker(outbox, DeliveryConfig.from_settings(settings), on_missing_result=missing)

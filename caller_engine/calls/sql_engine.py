@@ -1,0 +1,86 @@
+"""DATABASE_URL to an async SQLAlchemy engine (aiosqlite or asyncpg), set up per backend.
+
+SQLite: WAL journal, a busy timeout, and every transaction opened with BEGIN IMMEDIATE so
+read-modify-write sequences are serialized (also across processes sharing the file).
+PostgreSQL: an optional schema is put first on the search_path (used to isolate tests).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+class DatabaseUrlError(ValueError):
+    """DATABASE_URL names no supported database."""
+
+
+def async_url(url: str) -> URL:
+    """`sqlite:///path` → sqlite+aiosqlite, `postgresql://` or `postgres://` → postgresql+asyncpg.
+
+    URLs that already name one of these drivers are kept; libpq's `sslmode` becomes asyncpg's
+    `ssl`.
+    """
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise DatabaseUrlError(f"not a database URL: {url!r}") from exc
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "sqlite" and driver in ("", "aiosqlite"):
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres") and driver in ("", "asyncpg"):
+        query = dict(parsed.query)
+        if "sslmode" in query:
+            query["ssl"] = query.pop("sslmode")
+        return parsed.set(drivername="postgresql+asyncpg", query=query)
+    raise DatabaseUrlError(
+        f"unsupported database {parsed.drivername!r}: use sqlite:///path or postgresql://…"
+    )
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
+    target = async_url(url)
+    kwargs: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+    if target.get_backend_name() == "postgresql":
+        settings = {"search_path": schema} if schema else {}
+        kwargs["connect_args"] = {"server_settings": settings} if settings else {}
+        kwargs["pool_pre_ping"] = True
+        return create_async_engine(target, **kwargs)
+    kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    engine = create_async_engine(target, **kwargs)
+    _serialize_sqlite(engine)
+    return engine
+
+
+def _serialize_sqlite(engine: AsyncEngine) -> None:
+    memory = engine.url.database in (None, "", ":memory:")
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy emit BEGIN itself (see the "begin" hook) instead of sqlite3.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if not memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

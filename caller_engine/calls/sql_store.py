@@ -1,0 +1,288 @@
+"""CallStore on SQLAlchemy Core: SQLite (one process) or PostgreSQL (many instances).
+
+Every change is a short transaction that locks the call's row (SELECT … FOR UPDATE on
+PostgreSQL, BEGIN IMMEDIATE on SQLite), applies one pure mutation and writes the row back,
+so callbacks for one call arriving at several instances at once never lose each other's
+changes. Creation relies on the primary key (INSERT … ON CONFLICT DO NOTHING), never on a
+check-then-insert. Saving a result and queueing its delivery happen in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from loguru import logger
+from sqlalchemy import ColumnElement, Row, and_, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from caller_engine.calls import mutations
+from caller_engine.calls.migrations import upgrade
+from caller_engine.calls.models import CallRecord, StatusEvent, utcnow
+from caller_engine.calls.result import CallResult
+from caller_engine.calls.schema import calls, deliveries
+from caller_engine.calls.sql_engine import create_engine
+from caller_engine.calls.sql_rows import delivery_from_row, record_from_row, record_values
+from caller_engine.calls.store import DuplicateCall
+from caller_engine.results.payload import encode_result
+from caller_engine.results.rules import ResultSource, takes_result
+from caller_engine.results.sql_outbox import SqlOutbox
+
+Clock = Callable[[], datetime]
+
+
+class SqlCallStore:
+    def __init__(self, engine: AsyncEngine, *, clock: Clock = utcnow) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.outbox = SqlOutbox(engine, clock=clock)
+
+    @classmethod
+    async def open(
+        cls, url: str, *, schema: str | None = None, clock: Clock = utcnow
+    ) -> SqlCallStore:
+        """Connect and bring the schema up to date."""
+        engine = create_engine(url, schema=schema)
+        try:
+            await upgrade(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine, clock=clock)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _select(self) -> Any:
+        return select(calls, *[c.label("d_" + c.name) for c in deliveries.c]).select_from(
+            calls.outerjoin(deliveries, deliveries.c.callback_id == calls.c.callback_id)
+        )
+
+    def _record(self, row: Row[Any]) -> CallRecord:
+        mapping = row._mapping
+        delivery = None
+        if mapping["d_callback_id"] is not None:
+            d_row = {c.name: mapping["d_" + c.name] for c in deliveries.c}
+            delivery = delivery_from_row(d_row, self.clock())
+        return record_from_row(mapping, delivery)
+
+    async def _one(self, where: ColumnElement[bool]) -> CallRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(self._select().where(where))).first()
+        return self._record(row) if row is not None else None
+
+    async def get(self, callback_id: str) -> CallRecord | None:
+        return await self._one(calls.c.callback_id == callback_id)
+
+    async def find_by_sid(self, call_sid: str) -> CallRecord | None:
+        if not call_sid:
+            return None
+        return await self._one(calls.c.call_sid == call_sid)
+
+    async def list_calls(
+        self,
+        *,
+        statuses: Sequence[str] = (),
+        since: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 50,
+    ) -> list[CallRecord]:
+        """Most recent first; `before` is the (created_at, callbackId) of the last row seen."""
+        query = self._select()
+        if statuses:
+            query = query.where(calls.c.status.in_(list(statuses)))
+        if since is not None:
+            query = query.where(calls.c.created_at >= since)
+        if before is not None:
+            at, callback_id = before
+            query = query.where(
+                or_(
+                    calls.c.created_at < at,
+                    and_(calls.c.created_at == at, calls.c.callback_id < callback_id),
+                )
+            )
+        query = query.order_by(calls.c.created_at.desc(), calls.c.callback_id.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [self._record(r) for r in rows]
+
+    # -- creating --------------------------------------------------------------------
+
+    async def create(self, record: CallRecord) -> None:
+        """Insert; raise DuplicateCall when the callbackId exists, unless its last dial
+        attempt failed, in which case this attempt takes the record over atomically."""
+        now = self.clock()
+        values = record_values(record)
+        async with self.engine.begin() as conn:
+            insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            stmt = (
+                insert(calls)
+                .values(**values, updated_at=now, dial_attempts=1)
+                .on_conflict_do_nothing(index_elements=[calls.c.callback_id])
+            )
+            if (await conn.execute(stmt)).rowcount == 1:
+                return
+            takeover = (
+                update(calls)
+                .where(calls.c.callback_id == record.callback_id, calls.c.status == "dial-failed")
+                .values(**values, updated_at=now, dial_attempts=calls.c.dial_attempts + 1)
+            )
+            if (await conn.execute(takeover)).rowcount == 1:
+                return
+            row = (
+                await conn.execute(self._select().where(calls.c.callback_id == record.callback_id))
+            ).one()
+            existing = self._record(row)
+        raise DuplicateCall(existing)
+
+    # -- changing --------------------------------------------------------------------
+
+    async def _locked(self, conn: AsyncConnection, where: ColumnElement[bool]) -> CallRecord | None:
+        query = select(calls).where(where).with_for_update()
+        row = (await conn.execute(query)).first()
+        return record_from_row(row._mapping) if row is not None else None
+
+    async def _write(self, conn: AsyncConnection, record: CallRecord) -> None:
+        values = record_values(record)
+        del values["callback_id"], values["created_at"]
+        await conn.execute(
+            update(calls)
+            .where(calls.c.callback_id == record.callback_id)
+            .values(**values, updated_at=self.clock())
+        )
+
+    async def _change(
+        self, where: ColumnElement[bool], change: Callable[[CallRecord], bool]
+    ) -> CallRecord | None:
+        async with self.engine.begin() as conn:
+            record = await self._locked(conn, where)
+            if record is not None and change(record):
+                await self._write(conn, record)
+        return record
+
+    async def dialed(self, callback_id: str, call_sid: str, status: str) -> None:
+        await self._change(
+            calls.c.callback_id == callback_id,
+            lambda r: mutations.apply_dialed(r, call_sid, status),
+        )
+
+    async def dial_failed(self, callback_id: str, error: dict[str, Any]) -> None:
+        now = self.clock()
+        await self._change(
+            calls.c.callback_id == callback_id,
+            lambda r: mutations.apply_dial_failed(r, error, now),
+        )
+
+    async def add_status(
+        self, call_sid: str, event: StatusEvent, callback_id: str | None = None
+    ) -> CallRecord | None:
+        """Merge a status callback. A callback that beats our own write of the CallSid
+        (Twilio can call back before the create request returns) is matched by the
+        callbackId of its URL, when given, and attaches the CallSid."""
+        now = self.clock()
+
+        def change(record: CallRecord) -> bool:
+            attached = record.call_sid is None and bool(call_sid)
+            if attached:
+                record.call_sid = call_sid
+                if record.status == "pending":
+                    record.status = "queued"
+            return mutations.apply_status(record, event, now) or attached
+
+        where = calls.c.call_sid == call_sid
+        if callback_id:
+            where = or_(
+                where,
+                and_(
+                    calls.c.callback_id == callback_id,
+                    calls.c.call_sid.is_(None),
+                    calls.c.status == "pending",
+                ),
+            )
+        if not call_sid:
+            return None
+        return await self._change(where, change)
+
+    async def set_answered_by(self, call_sid: str, answered_by: str) -> CallRecord | None:
+        if not call_sid:
+            return None
+        return await self._change(
+            calls.c.call_sid == call_sid,
+            lambda r: mutations.apply_answered_by(r, answered_by),
+        )
+
+    async def stream_started(self, callback_id: str, stream_sid: str) -> None:
+        now = self.clock()
+        await self._change(
+            calls.c.callback_id == callback_id,
+            lambda r: mutations.apply_stream_started(r, stream_sid, now),
+        )
+
+    async def stream_stopped(self, callback_id: str) -> None:
+        now = self.clock()
+        await self._change(
+            calls.c.callback_id == callback_id,
+            lambda r: mutations.apply_stream_stopped(r, now),
+        )
+
+    # -- results ---------------------------------------------------------------------
+
+    async def save_result(
+        self,
+        result: CallResult,
+        *,
+        source: ResultSource = "bridge",
+        default_url: str | None = None,
+    ) -> bool:
+        """Keep the call's result and queue its delivery in the same transaction.
+
+        True when this result became the call's result (see results.rules); the delivery
+        goes to the call's own resultWebhookUrl, else `default_url`, else nowhere.
+        """
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            record = await self._locked(conn, calls.c.callback_id == result.callbackId)
+            if record is None:
+                logger.bind(callbackId=result.callbackId).warning("result for an unknown call")
+                return False
+            query = select(deliveries).where(deliveries.c.callback_id == result.callbackId)
+            delivery = (await conn.execute(query.with_for_update())).first()
+            started = delivery is not None and (
+                delivery.attempts > 0 or delivery.lease_owner is not None
+            )
+            if not takes_result(record.result_source, started, source):
+                logger.bind(callbackId=result.callbackId).warning(
+                    "a {} result arrived after the {} result was kept; dropped",
+                    source,
+                    record.result_source,
+                )
+                return False
+            record.result = result
+            record.result_source = source
+            await self._write(conn, record)
+            payload = encode_result(result)
+            url = record.result_webhook_url or default_url
+            if delivery is not None:
+                await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.callback_id == result.callbackId)
+                    .values(payload=payload)
+                )
+            elif url:
+                await conn.execute(
+                    deliveries.insert().values(
+                        callback_id=result.callbackId,
+                        url=url,
+                        payload=payload,
+                        state="pending",
+                        attempts=0,
+                        enqueued_at=now,
+                        next_attempt_at=now,
+                    )
+                )
+        return True
