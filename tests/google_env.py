@@ -90,5 +90,8 @@ async def running_google(*, delegate_gmail: bool = True) -> AsyncIterator[Google
 
 def context(callback_id: str = "cb-1", callee: str = CALLEE) -> ToolContext:
     return ToolContext(
-        callback_id=callback_id, call_sid="CA" + "1" * 32, callee=callee, log=call_logger(callback_id)
+        callback_id=callback_id,
+        call_sid="CA" + "1" * 32,
+        callee=callee,
+        log=call_logger(callback_id),
     )

@@ -217,7 +217,9 @@ def test_slot_event_ids_are_valid_base32hex_and_distinct() -> None:
     first = booking.slot_event_id("cal", slot)
     assert first == booking.slot_event_id("cal", slot)
     assert len(first) == 32 and set(first) <= set("0123456789abcdefghijklmnopqrstuv")
-    assert len({first, booking.slot_event_id("cal", slot, 1), booking.slot_event_id("x", slot)}) == 3
+    assert (
+        len({first, booking.slot_event_id("cal", slot, 1), booking.slot_event_id("x", slot)}) == 3
+    )
     assert booking.slot_event_id("cal", other) != first
 
 
@@ -228,7 +230,10 @@ def test_event_body_and_ownership() -> None:
         "abcde", slot, h, name="Ada Lovelace", phone="+15550002222", email=None, callback_id="cb-9"
     )
     assert body["summary"] == "Appointment - Ada Lovelace"
-    assert body["start"] == {"dateTime": "2025-03-04T10:00:00-05:00", "timeZone": "America/New_York"}
+    assert body["start"] == {
+        "dateTime": "2025-03-04T10:00:00-05:00",
+        "timeZone": "America/New_York",
+    }
     assert body["end"]["dateTime"] == "2025-03-04T10:30:00-05:00"
     assert "Phone: +15550002222" in body["description"] and "cb-9" in body["description"]
     event = {**body, "status": "confirmed"}

@@ -141,12 +141,9 @@ class _Api:
 
 
 def _credentials(
-    client_email: str,
-    private_key: str,
-    token_uri: str,
-    scopes: Sequence[str],
-    subject: str | None,
+    client_email: str, private_key: str, token_uri: str
 ) -> service_account.Credentials:
+    """Unscoped credentials; derive per-API copies with `with_scopes`/`with_subject`."""
     info = {
         "type": "service_account",
         "client_email": client_email,
@@ -154,12 +151,17 @@ def _credentials(
         "token_uri": token_uri,
     }
     try:
-        credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
-            info, scopes=list(scopes), subject=subject
-        )
+        credentials = service_account.Credentials.from_service_account_info(info)  # type: ignore[no-untyped-call]
     except ValueError as exc:
         raise ConfigError(f"GOOGLE_PRIVATE_KEY: not a usable PEM private key ({exc})") from None
     return cast(service_account.Credentials, credentials)
+
+
+def _scoped(
+    base: service_account.Credentials, scopes: Sequence[str], subject: str | None
+) -> service_account.Credentials:
+    scoped = base.with_scopes(list(scopes))
+    return cast(service_account.Credentials, scoped.with_subject(subject) if subject else scoped)
 
 
 class GoogleApis:
@@ -177,20 +179,21 @@ class GoogleApis:
         max_workers: int = 8,
     ) -> None:
         base = api_base_url.rstrip("/") if api_base_url else None
+        credentials = _credentials(client_email, private_key, token_uri)
         self.timeout = timeout
         self.impersonated_user = impersonated_user
         self._calendar = _Api(
             "calendar",
             "v3",
             f"{base}/calendar/v3/" if base else None,
-            _credentials(client_email, private_key, token_uri, CALENDAR_SCOPES, None),
+            _scoped(credentials, CALENDAR_SCOPES, None),
             timeout,
         )
         self._gmail = _Api(
             "gmail",
             "v1",
             f"{base}/" if base else None,
-            _credentials(client_email, private_key, token_uri, GMAIL_SCOPES, impersonated_user),
+            _scoped(credentials, GMAIL_SCOPES, impersonated_user),
             timeout,
         )
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="google-api")

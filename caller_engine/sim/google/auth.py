@@ -1,7 +1,7 @@
 """Google's OAuth 2.0 token endpoint for service accounts (JWT bearer grant), emulated.
 
 The assertion must be an RS256 JWT signed with the private key of a registered service
-account, addressed (`aud`) to this endpoint, short-lived, and carry a `scope`. With a `sub`
+account, addressed (`aud`) to Google's token endpoint (or this one), short-lived, and carry a `scope`. With a `sub`
 claim (domain-wide delegation) every requested scope must have been delegated to the
 account. Issued access tokens remember the account, scopes and subject so the API handlers
 can check them.
@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+# google-auth always addresses the assertion to Google's endpoint, whatever token_uri is.
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 MAX_LIFETIME = 3600
 CLOCK_SKEW = 300
 TOKEN_LIFETIME = 3599
@@ -125,7 +127,7 @@ class TokenIssuer:
             raise GrantRefused(400, "invalid_grant", "Invalid grant: account not found")
         if not verify_rs256(account.public_key, signing_input, signature):
             raise GrantRefused(400, "invalid_grant", "Invalid JWT Signature.")
-        if claims.get("aud") != audience:
+        if claims.get("aud") not in (GOOGLE_TOKEN_AUDIENCE, audience):
             raise GrantRefused(400, "invalid_grant", "Invalid JWT: audience mismatch.")
         self._check_times(claims)
         scopes = frozenset(str(claims.get("scope") or "").split())
