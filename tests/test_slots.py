@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
@@ -10,6 +11,7 @@ from caller_engine.tools.slots import (
     BookingRefused,
     BusinessHours,
     Interval,
+    Slot,
     booking_slot,
     check_date,
     closed_reason,
@@ -36,19 +38,19 @@ def hours(
     return BusinessHours(tz, start, end, days, minutes, horizon)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
-def local(*args: int) -> datetime:
-    return datetime(*args, tzinfo=NY)
+def local(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=NY)
 
 
 EARLY = local(2025, 3, 3, 7, 0)  # Monday morning, before opening
 
 
-def labels(slots: list[object]) -> list[str]:
-    return [s.label for s in slots]  # type: ignore[attr-defined]
+def labels(slots: Sequence[Slot]) -> list[str]:
+    return [s.label for s in slots]
 
 
 def test_day_slots_cover_working_hours_on_a_half_hour_grid() -> None:

@@ -33,8 +33,8 @@ MONDAY_EARLY = datetime(2025, 3, 3, 7, 0, tzinfo=NY)
 TUESDAY = "2025-03-04"
 
 
-def local(*args: int) -> datetime:
-    return datetime(*args, tzinfo=NY)
+def local(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=NY)
 
 
 @pytest.fixture

@@ -48,8 +48,10 @@ class SentMessage:
 
     @property
     def text(self) -> str:
+        """The plain-text body with line endings normalized to LF."""
         part = self.message.get_body(preferencelist=("plain",))
-        return str(part.get_content()) if part is not None else ""
+        content = str(part.get_content()) if part is not None else ""
+        return content.replace("\r\n", "\n")
 
 
 def decode_raw(raw: str) -> bytes:
