@@ -11,10 +11,12 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+from google.auth.exceptions import RefreshError
 
 from caller_engine.telephony.rest import TwilioGateway
 from caller_engine.tools.catalog import build_tools
-from caller_engine.tools.google_client import GoogleApis
+from caller_engine.tools.failures import google_message
+from caller_engine.tools.google_client import GoogleApis, from_refresh_error
 from caller_engine.tools.registry import ToolContext, ToolOutcome, ToolRegistry
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
 from tests.google_env import (
@@ -462,3 +464,16 @@ async def test_unreachable_google(env: GoogleEnv, gateway: TwilioGateway) -> Non
     )
     outcome = await call(registry, "check_availability", date=TUESDAY)
     assert "cannot be reached" in outcome.output["error"]
+
+
+def test_token_endpoint_outage_is_not_reported_as_an_authorization_failure() -> None:
+    refused = from_refresh_error(
+        RefreshError("invalid_grant: bad", {"error": "invalid_grant"}, retryable=False)
+    )
+    down = from_refresh_error(
+        RefreshError("internal_failure: x", {"error": "internal_failure"}, retryable=True)
+    )
+    assert (refused.status, refused.reason) == (401, "invalid_grant")
+    assert (down.status, down.reason) == (503, "internal_failure")
+    assert "authorization failed" in google_message("calendar", refused)
+    assert "temporarily unavailable" in google_message("calendar", down)

@@ -80,11 +80,14 @@ def from_http_error(exc: HttpError) -> GoogleApiError:
 
 
 def from_refresh_error(exc: auth_exceptions.RefreshError) -> GoogleApiError:
+    """A refused token request: 401 when the grant was refused, 503 when the endpoint failed."""
+    status = 503 if exc.retryable else 401
     data = exc.args[1] if len(exc.args) > 1 else None
     if isinstance(data, dict):
         code = str(data.get("error") or "token_error")
-        return GoogleApiError(401, code, str(data.get("error_description") or code))
-    return GoogleApiError(401, "token_error", str(exc.args[0]) if exc.args else "token refused")
+        return GoogleApiError(status, code, str(data.get("error_description") or code))
+    detail = str(exc.args[0]) if exc.args else "token refused"
+    return GoogleApiError(status, "token_error", detail)
 
 
 def _translate(exc: Exception) -> GoogleApiError:
