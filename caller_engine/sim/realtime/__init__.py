@@ -1,0 +1,21 @@
+"""Emulator of OpenAI's Realtime API (GA protocol) over WebSocket.
+
+`RealtimeEmulator.app()` serves it; each accepted connection is an
+`EmulatedRealtimeSession` driven by a `RealtimeScript` of responses and user transcripts.
+"""
+
+from caller_engine.sim.realtime.responses import ItemRecord, ResponseRun
+from caller_engine.sim.realtime.script import RealtimeScript, ScriptedResponse
+from caller_engine.sim.realtime.server import RealtimeEmulator
+from caller_engine.sim.realtime.session import EmulatedRealtimeSession
+from caller_engine.sim.realtime.validation import check_client_event
+
+__all__ = [
+    "EmulatedRealtimeSession",
+    "ItemRecord",
+    "RealtimeEmulator",
+    "RealtimeScript",
+    "ResponseRun",
+    "ScriptedResponse",
+    "check_client_event",
+]
