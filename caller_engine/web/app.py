@@ -19,7 +19,9 @@ from caller_engine.realtime.openai import OpenAIRealtimeConnector
 from caller_engine.results.outbox import Outbox
 from caller_engine.results.worker import DeliveryConfig, DeliveryWorker, WakeOnResult
 from caller_engine.telephony.rest import TwilioGateway
+from caller_engine.tools import catalog
 from caller_engine.tools.end_call import END_CALL
+from caller_engine.tools.google_client import GoogleApis
 from caller_engine.tools.registry import Tool, ToolRegistry
 from caller_engine.transcript.summary import Summarizer
 from caller_engine.web import calls, health, media, records, twiml, webhooks
@@ -30,9 +32,11 @@ MAX_BODY_BYTES = 256 * 1024
 NO_RESULT = {"code": "no_result", "message": "the call ended but its post-call result never came"}
 
 
-def build_tools(settings: Settings, gateway: TwilioGateway) -> Iterable[Tool]:
+def build_tools(
+    settings: Settings, gateway: TwilioGateway, google: GoogleApis | None
+) -> Iterable[Tool]:
     """Every tool this deployment offers (per-call subsets are chosen at initiate)."""
-    return [END_CALL]
+    return [*catalog.build_tools(settings, gateway, google=google), END_CALL]
 
 
 def create_app(settings: Settings, *, store: CallStore | None = None) -> web.Application:
@@ -67,13 +71,18 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
         openai_client = AsyncOpenAI(
             api_key=settings.openai_api_key, base_url=settings.openai_base_url, max_retries=2
         )
+        google = (
+            GoogleApis.from_settings(settings)
+            if settings.enable_calendar_tools or settings.enable_email_tools
+            else None
+        )
         active = ActiveCalls()
         bridge = Bridge(
             settings,
             store=call_store,
             calls=call_service,
             gateway=gateway,
-            tools=ToolRegistry(build_tools(settings, gateway)),
+            tools=ToolRegistry(build_tools(settings, gateway, google)),
             connector=OpenAIRealtimeConnector(
                 settings.openai_realtime_url,
                 settings.openai_realtime_model,
@@ -97,6 +106,8 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
         if worker is not None:
             await worker.stop(flush=True)
         await openai_client.close()
+        if google is not None:
+            google.close()
         await gateway.close()
         await call_store.close()
 
