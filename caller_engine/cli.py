@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         "see .env.example. SIGTERM/SIGINT drain active calls before exiting.",
     )
     serve.set_defaults(func=_serve)
+    from caller_engine.calls.commands import add_commands
+
+    add_commands(sub)
     return parser
 
 

@@ -32,6 +32,7 @@ from sqlalchemy import (
     Text,
     func,
     insert,
+    inspect,
     select,
     text,
 )
@@ -136,7 +137,8 @@ def _lock(conn: Connection) -> None:
 
 
 def _current(conn: Connection) -> int:
-    schema_version.create(conn, checkfirst=True)
+    if not inspect(conn).has_table("schema_version"):
+        return 0
     return int(
         conn.execute(select(func.coalesce(func.max(schema_version.c.version), 0))).scalar_one()
     )
@@ -144,6 +146,7 @@ def _current(conn: Connection) -> int:
 
 def _upgrade(conn: Connection) -> tuple[int, list[int]]:
     _lock(conn)
+    schema_version.create(conn, checkfirst=True)
     current = _current(conn)
     applied: list[int] = []
     for migration in MIGRATIONS:

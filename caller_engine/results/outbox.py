@@ -53,8 +53,11 @@ class Outbox(Protocol):
     async def release(self, owner: str) -> int:
         """Give back every lease `owner` holds (on shutdown), so others need not wait."""
 
-    async def requeue(self, callback_id: str, default_url: str | None) -> DeliveryState:
-        """Queue the call's current result again now, with a fresh retry period."""
+    async def requeue(
+        self, callback_id: str, default_url: str | None, *, url: str | None = None
+    ) -> DeliveryState:
+        """Queue the call's current result again now, with a fresh retry period, to `url`,
+        else where it went before, else the call's own URL, else `default_url`."""
 
     async def next_due(self) -> datetime | None:
         """When the earliest pending delivery becomes due (or its lease expires)."""

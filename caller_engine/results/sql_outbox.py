@@ -128,7 +128,9 @@ class SqlOutbox:
         async with self.engine.begin() as conn:
             return int((await conn.execute(stmt)).rowcount)
 
-    async def requeue(self, callback_id: str, default_url: str | None) -> DeliveryState:
+    async def requeue(
+        self, callback_id: str, default_url: str | None, *, url: str | None = None
+    ) -> DeliveryState:
         now = self.clock()
         async with self.engine.begin() as conn:
             row = (
@@ -156,6 +158,8 @@ class SqlOutbox:
                 "lease_owner": None,
                 "lease_until": None,
             }
+            if url:
+                values["url"] = url
             if existing is not None:
                 await conn.execute(
                     update(deliveries)
@@ -163,13 +167,11 @@ class SqlOutbox:
                     .values(**values)
                 )
             else:
-                url = row.result_webhook_url or default_url
-                if not url:
+                values.setdefault("url", row.result_webhook_url or default_url)
+                if not values["url"]:
                     raise NoUrl(callback_id)
                 await conn.execute(
-                    deliveries.insert().values(
-                        callback_id=callback_id, url=url, attempts=0, **values
-                    )
+                    deliveries.insert().values(callback_id=callback_id, attempts=0, **values)
                 )
             current = (
                 await conn.execute(

@@ -84,6 +84,7 @@ class DeliveryWorker:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._last_sweep = 0.0
+        self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -95,8 +96,13 @@ class DeliveryWorker:
         """Stop the loop; with `flush`, first try once more what is due (bounded by the
         attempt timeout), then give back any lease still held."""
         task, self._task = self._task, None
+        self._stopping = True
+        self._wake.set()
         if task is not None:
-            task.cancel()
+            # Let an attempt in flight finish and settle; cancel it past the attempt timeout.
+            done, _ = await asyncio.wait({task}, timeout=self.config.timeout + 1)
+            if not done:
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if flush:
@@ -124,13 +130,14 @@ class DeliveryWorker:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping:
+            self._wake.clear()  # a wake() from here on cuts the idle wait short
             try:
                 if loop.time() - self._last_sweep >= self.config.sweep_interval:
                     self._last_sweep = loop.time()
                     await self.sweep_once()
                 sent = await self.run_once()
-                if sent:
+                if sent or self._stopping:
                     continue  # there may be more due right away
                 delay = await self._idle_delay()
             except asyncio.CancelledError:
@@ -138,7 +145,6 @@ class DeliveryWorker:
             except Exception:
                 logger.exception("result delivery loop failed; retrying")
                 delay = self.config.poll_interval
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 

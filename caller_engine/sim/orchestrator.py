@@ -4,7 +4,8 @@ It does what a careful receiver should: verify `Caller-Engine-Signature` with th
 documented in the README (written out here on purpose, independent of the sender's code),
 reject stale or forged requests, and process each `Idempotency-Key` once while answering
 200 to its redeliveries. Failures can be injected with `fail_next` (HTTP statuses answered
-before any processing), and every request is recorded.
+before any processing) and `fail_after_next` (statuses answered after the result was
+processed, as when a response is lost), and every request is recorded.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class OrchestratorEmulator:
         self.received: list[Received] = []
         self.results: dict[str, dict[str, Any]] = {}
         self.fail_next: list[int] = []
+        self.fail_after_next: list[int] = []
+        self.delay = 0.0  # seconds to take before answering, to widen races in tests
         self.duplicates = 0
         self._changed = asyncio.Event()
 
@@ -84,6 +87,8 @@ class OrchestratorEmulator:
 
     async def _receive(self, request: web.Request) -> web.Response:
         body = await request.read()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         key = request.headers.get("Idempotency-Key")
         signature = request.headers.get("Caller-Engine-Signature")
         response = self._answer(key, signature, body)
@@ -109,4 +114,6 @@ class OrchestratorEmulator:
         except orjson.JSONDecodeError:
             return web.json_response({"error": "invalid JSON"}, status=400)
         self.results[key] = payload
+        if self.fail_after_next:
+            return web.json_response({"error": "lost"}, status=self.fail_after_next.pop(0))
         return web.json_response({"ok": True})
