@@ -666,3 +666,74 @@ async def test_drop_without_code_aborts_the_connection(realtime: Any) -> None:
         await client.recv()
     assert closed.value.rcvd is None  # no close frame: 1006 at the client
     await asyncio.wait_for(session.closed.wait(), 2)
+
+
+async def test_items_can_be_created_retrieved_and_deleted(realtime: Any) -> None:
+    client, session = await connected(realtime)
+    text_item = {
+        "type": "message",
+        "role": "user",
+        "content": [{"type": "input_text", "text": "Please call me Ana."}],
+    }
+    await client.send({"type": "conversation.item.create", "item": {**text_item, "id": "item_a"}})
+    added = (await client.until("conversation.item.done"))[0]
+    assert added["item"]["id"] == "item_a" and added["previous_item_id"] is None
+    await client.send(
+        {"type": "conversation.item.create", "item": text_item, "previous_item_id": "root"}
+    )
+    second = (await client.until("conversation.item.done"))[-1]
+    assert session.order == [second["item"]["id"], "item_a"]
+    await client.send({"type": "conversation.item.retrieve", "item_id": "item_a"})
+    retrieved = (await client.until("conversation.item.retrieved"))[-1]
+    assert retrieved["item"]["content"][0]["text"] == "Please call me Ana."
+    await client.send({"type": "conversation.item.delete", "item_id": "item_a"})
+    assert (await client.until("conversation.item.deleted"))[-1]["item_id"] == "item_a"
+    await client.send({"type": "conversation.item.delete", "item_id": "item_a"})
+    assert (await client.until("error"))[-1]["error"]["code"] == "item_not_found"
+    await client.send({"type": "output_audio_buffer.clear"})
+    assert "WebRTC" in (await client.until("error"))[-1]["error"]["message"]
+    assert_exact_server_shapes(session.sent)
+    assert len(session.violations) == 2
+
+
+async def test_out_of_band_response_runs_beside_the_active_one(realtime: Any) -> None:
+    emulator, _ = realtime
+    emulator.delta_interval = 0.01
+    script = RealtimeScript(
+        responses=[ScriptedResponse(text="Talking.", audio_ms=2000), ScriptedResponse("Side.")]
+    )
+    client, session = await connected(realtime, script)
+    await client.send({"type": "response.create"})
+    await client.until("response.output_audio.delta")
+    side = {"conversation": "none", "output_modalities": ["text"], "metadata": {"k": "v"}}
+    await client.send({"type": "response.create", "response": side})
+    created = await session.wait_for("response.created", count=2)
+    assert created["response"]["conversation_id"] is None
+    assert created["response"]["metadata"] == {"k": "v"}
+    side_done = await session.wait_for("response.done")
+    assert side_done["response"]["id"] == created["response"]["id"]
+    assert session.active_response is not None  # the first one is still talking
+    side_items = {e["item"]["id"] for e in session.events("response.output_item.added")}
+    conversation_items = {e["item"]["id"] for e in session.events("conversation.item.added")}
+    assert len(side_items - conversation_items) == 1
+    await session.wait_for("response.done", count=2)
+    assert session.violations == []
+    with pytest.raises(TimeoutError):
+        await session.wait_for("response.done", count=3, within=0.05)
+
+
+async def test_audio_events_can_be_left_out_of_the_records(realtime: Any) -> None:
+    emulator, _ = realtime
+    emulator.keep_audio_events = False
+    client, session = await connected(realtime)
+    await client.append(mulaw.silence(100))
+    await client.send({"type": "input_audio_buffer.append", "audio": 5})
+    assert (await client.until("error"))[-1]["error"]["code"] == "invalid_type"
+    await client.send({"type": "response.create"})
+    await client.until("response.done")
+    assert [e["type"] for e in session.received][-2:] == [
+        "input_audio_buffer.append",  # the invalid one is kept
+        "response.create",
+    ]
+    assert session.events("response.output_audio.delta") == []
+    assert len(session.input_audio) == 800 and len(session.output_audio) == 3200

@@ -26,6 +26,18 @@ DEFAULT_VAD_THRESHOLD = 400.0  # mean |amplitude|: speech is well above, line no
 
 
 class RealtimeEmulator:
+    """Serves emulated Realtime sessions; one `EmulatedRealtimeSession` per connection.
+
+    `script_factory` gives each connection its script. Output audio goes out in
+    `chunk_ms` deltas with `delta_interval` seconds between them (0: as fast as possible,
+    yielding to the loop). `vad_energy_threshold` is the mean absolute amplitude a 20 ms
+    frame must exceed to count as speech at turn_detection.threshold 0.5. `late_deltas`
+    audio deltas still go out after an interruption before the cancelled response.done.
+    With `keep_audio_events=False`, append and audio delta events are not kept in
+    `received`/`sent` (their audio still is, in `input_audio`/`output_audio`): for long
+    load runs.
+    """
+
     def __init__(
         self,
         *,
@@ -36,6 +48,7 @@ class RealtimeEmulator:
         delta_interval: float = 0.0,
         vad_energy_threshold: float = DEFAULT_VAD_THRESHOLD,
         late_deltas: int = 0,
+        keep_audio_events: bool = True,
     ) -> None:
         self.api_key = api_key
         self.auth_header = auth_header
@@ -44,6 +57,7 @@ class RealtimeEmulator:
         self.delta_interval = delta_interval
         self.vad_energy_threshold = vad_energy_threshold
         self.late_deltas = late_deltas
+        self.keep_audio_events = keep_audio_events
         self.sessions: list[EmulatedRealtimeSession] = []
         self.connection_attempts = 0
         self.reject_connections: int | None = None

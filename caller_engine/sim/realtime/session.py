@@ -28,6 +28,7 @@ from caller_engine.sim.realtime.validation import check_client_event
 if TYPE_CHECKING:
     from caller_engine.sim.realtime.server import RealtimeEmulator
 
+AUDIO_DELTA = "response.output_audio.delta"
 Handler = Callable[[dict[str, Any]], Awaitable[Rejection | None]]
 
 
@@ -117,7 +118,8 @@ class EmulatedRealtimeSession:
                 await self._ws.send_str(payload.decode())
             except (ConnectionError, RuntimeError):
                 return False
-            self.sent.append(orjson.loads(payload))
+            if self.emulator.keep_audio_events or body["type"] != AUDIO_DELTA:
+                self.sent.append(orjson.loads(payload))
             self._sent_signal.set()
             self._sent_signal = asyncio.Event()
         return True
@@ -209,8 +211,9 @@ class EmulatedRealtimeSession:
             self.violations.append("<unparsed>: not JSON")
             await self._send_error(protocol.invalid_json(), None)
             return
-        self.received.append(event)
         check = check_client_event(event)
+        if self.emulator.keep_audio_events or not (check.ok and _is_append(event)):
+            self.received.append(event)
         self.violations.extend(check.violations)
         event_id = event.get("event_id") if isinstance(event, dict) else None
         client_event_id = event_id if isinstance(event_id, str) else None
@@ -387,3 +390,7 @@ class EmulatedRealtimeSession:
         """Trigger `input_audio_buffer.speech_started` now, as VAD would on barge-in; later
         silence in the client's audio ends the turn as usual."""
         await self.turns.manual_speech_started()
+
+
+def _is_append(event: Any) -> bool:
+    return isinstance(event, dict) and event.get("type") == "input_audio_buffer.append"

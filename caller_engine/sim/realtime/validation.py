@@ -53,6 +53,8 @@ def check_client_event(event: Any) -> CheckResult:
     if not isinstance(event, dict):
         rejection = Rejection("invalid_type", "Invalid event: expected a JSON object.")
         return CheckResult(rejection, [f"<non-object>: {rejection.message}"])
+    if _plain_append(event):
+        return CheckResult()
     event_type = event.get("type") if isinstance(event.get("type"), str) else "<no type>"
     result = CheckResult()
     for path, value in _beta_format_values(event):
@@ -80,6 +82,16 @@ def check_client_event(event: Any) -> CheckResult:
             "unknown_parameter", f"Unknown parameter: '{unknown[0]}'.", unknown[0]
         )
     return result
+
+
+def _plain_append(event: dict[str, Any]) -> bool:
+    """The hot path: a well-formed `input_audio_buffer.append` needs no model validation."""
+    return (
+        event.get("type") == "input_audio_buffer.append"
+        and isinstance(event.get("audio"), str)
+        and event.keys() <= {"type", "audio", "event_id"}
+        and isinstance(event.get("event_id", ""), str)
+    )
 
 
 def unknown_parameters(value: Any, path: str = "") -> list[str]:
