@@ -114,10 +114,10 @@ async def stream(session: EmulatedRealtimeSession, run: ResponseRun) -> None:
     try:
         if await _stream_items(session, run):
             await _complete(session, run)
+        elif run.cancel_reason is None:
+            run.status = "failed"  # the connection went away mid-stream
         else:
             await _finish_cancelled(session, run)
-    except ConnectionError:
-        run.status = "failed"
     finally:
         session.response_finished(run)
 
