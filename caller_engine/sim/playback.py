@@ -144,20 +144,32 @@ class Playback:
     def played_through(self, now: float) -> bytes:
         """Everything played by `now`, without advancing (no echo is consumed)."""
         out = bytearray(self.played)
+        for item, count in self._playing(now):
+            out += item.data[item.offset : item.offset + count]
+        return bytes(out)
+
+    def played_len(self, now: float) -> int:
+        """len(played_through(now)), without copying."""
+        return len(self.played) + sum(count for _, count in self._playing(now))
+
+    def _playing(self, now: float) -> list[tuple[_Audio, int]]:
+        """The queued audio items that have (partly) played by `now`, with the byte counts."""
+        parts: list[tuple[_Audio, int]] = []
         cursor = self._cursor
         if cursor is None:
-            return bytes(out)
+            return parts
         for item in self._queue:
             if isinstance(item, _Mark):
                 continue
             end = cursor + item.remaining / self.rate
             if end > now:
                 count = max(0, int((now - cursor) * self.rate + 1e-6))
-                out += item.data[item.offset : item.offset + count]
+                if count:
+                    parts.append((item, count))
                 break
-            out += item.data[item.offset :]
+            parts.append((item, item.remaining))
             cursor = end
-        return bytes(out)
+        return parts
 
     def quiet_for(self, now: float) -> float:
         """Clock seconds since playback went idle at `now` (0 while audio is playing)."""

@@ -113,6 +113,7 @@ class TwilioMediaClient:
         self.first_audio_at: float | None = None
         self.started_at: float | None = None
         self.ended_at: float | None = None
+        self.stop_sent_at: float | None = None
         self.close_code: int | None = None
         self.closed_by_server = False
         self.closed = asyncio.Event()
@@ -166,6 +167,7 @@ class TwilioMediaClient:
                     seq, self.stream_sid, account_sid=self.account_sid, call_sid=self.call_sid
                 )
             )
+            self.stop_sent_at = self._loop_().time()
         await self.close()
 
     async def close(self) -> None:
@@ -232,6 +234,11 @@ class TwilioMediaClient:
         if self._playback is None:
             return bytearray()
         return bytearray(self._playback.played_through(self._now()))
+
+    @property
+    def played_bytes(self) -> int:
+        """len(played_audio), without copying it."""
+        return self._playback.played_len(self._now()) if self._playback else 0
 
     @property
     def playing(self) -> bool:
