@@ -190,8 +190,13 @@ class CallSession:
                 session = await asyncio.wait_for(warm, CONNECT_TIMEOUT)
                 self.log.debug("using the pre-warmed model session")
                 return session
-            except (ConnectError, TimeoutError) as exc:
+            except TimeoutError:
+                self.log.warning("pre-warmed model session did not open in time")
+            except ConnectError as exc:
                 self.log.warning("pre-warmed model session failed: {}", exc)
+                if exc.fatal:
+                    self.error = {"code": "model_refused", "message": str(exc)}
+                    return None
         return await self._connect(first=True)
 
     async def _connect(self, *, first: bool) -> RealtimeSession | None:

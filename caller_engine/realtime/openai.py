@@ -38,6 +38,8 @@ from caller_engine.realtime.base import (
 FATAL_CODES = frozenset(
     {"invalid_api_key", "insufficient_quota", "model_not_found", "account_deactivated"}
 )
+# Close codes the service uses to refuse a session (credentials/account; interface misuse).
+FATAL_CLOSE_CODES = frozenset({3000, 4000})
 # Caller audio is dropped (and counted) rather than queued once this much is unsent.
 MAX_UNSENT_BYTES = 64 * 1024
 _APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
@@ -99,6 +101,14 @@ def history_item(item: HistoryItem) -> dict[str, Any]:
             "arguments": item.text,
         }
     return {"type": "function_call_output", "call_id": item.call_id, "output": item.text}
+
+
+def close_is_fatal(exc: ConnectionClosed) -> bool:
+    """A refusal a new connection cannot fix: the close reason names the error code."""
+    frame = exc.rcvd
+    if frame is None:
+        return False
+    return frame.code in FATAL_CLOSE_CODES or any(c in frame.reason for c in FATAL_CODES)
 
 
 def parse_event(raw: str | bytes) -> ProviderEvent | None:
@@ -211,7 +221,9 @@ class OpenAIRealtimeSession:
                     yield Closed(f"fatal model error {event.code}", fatal=True)
                     return
         except ConnectionClosed as exc:
-            yield Closed(f"model socket closed: {exc.rcvd.code if exc.rcvd else 'no close frame'}")
+            frame = exc.rcvd
+            detail = f"{frame.code} {frame.reason}".strip() if frame else "no close frame"
+            yield Closed(f"model socket closed: {detail}", fatal=close_is_fatal(exc))
             return
         yield Closed("model socket closed")
 
@@ -256,5 +268,8 @@ class OpenAIRealtimeConnector:
         try:
             await session._send(session_update(config))
         except ConnectionClosed as exc:
-            raise ConnectError("model closed the connection during setup", fatal=False) from exc
+            reason = exc.rcvd.reason if exc.rcvd else "no close frame"
+            raise ConnectError(
+                f"model closed the connection during setup: {reason}", fatal=close_is_fatal(exc)
+            ) from exc
         return session

@@ -1,0 +1,370 @@
+"""The media bridge end to end: real server, Twilio media-stream emulator, Realtime emulator."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from caller_engine.audio import mulaw
+from caller_engine.sim.openai_realtime import RealtimeScript, ScriptedResponse
+from caller_engine.sim.twilio_media import TwilioMediaClient
+from caller_engine.tools.registry import Tool, ToolContext, ToolOutput
+from tests.bridge_env import BridgeEnv, bridge_env
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
+
+GREETING = b"\x11" * 2400  # 300 ms of a recognizable (non-silent) pattern
+SPEECH = mulaw.tone(600, 300.0, 9000)
+
+
+def script(*responses: ScriptedResponse, users: list[str] | None = None) -> Any:
+    return lambda: RealtimeScript(responses=list(responses), user_transcripts=list(users or []))
+
+
+async def wait_for(predicate: Any, within: float = 5.0) -> None:
+    async with asyncio.timeout(within):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+def client_events(env: BridgeEnv, kind: str, index: int = 0) -> list[dict[str, Any]]:
+    return [e for e in env.model.sessions[index].received if e.get("type") == kind]
+
+
+async def test_prewarm_greeting_and_audio_passes_through_unchanged() -> None:
+    greeting = ScriptedResponse(text="Hello from the clinic.", audio=GREETING)
+    reply = ScriptedResponse(text="Sure.", audio=b"\x22" * 1600)
+    async with bridge_env(script(greeting, reply, users=["I want to book."])) as env:
+        call_sid = await env.initiate("cb-pass")
+        await env.fetch_twiml("cb-pass", call_sid)
+        # The model session is opened and configured at TwiML time, before the stream.
+        session = await env.model.wait_for_session(0)
+        await session.wait_for("session.updated")
+        assert client_events(env, "response.create") == []
+        url, params = await env.fetch_twiml("cb-pass", call_sid)
+        assert len(env.model.sessions) == 1  # a second fetch does not open another
+        client = TwilioMediaClient(
+            url,
+            auth_token=AUTH_TOKEN,
+            call_sid=call_sid,
+            account_sid=ACCOUNT_SID,
+            custom_parameters=params,
+            playback_speed=4.0,
+            session=env.http,
+        )
+        await client.connect()
+        env.clients.append(client)
+        await client.wait_until(lambda: bytes(client.received_audio) == GREETING, 5)
+        [create] = client_events(env, "response.create")
+        assert "Start the call now" in create["response"]["instructions"]
+        await client.wait_for_quiet(200, 5)
+        await client.send_audio(SPEECH)
+        await client.send_silence(800)
+        await client.wait_until(lambda: len(client.received_audio) == len(GREETING) + 1600, 5)
+        assert bytes(client.received_audio) == GREETING + b"\x22" * 1600
+        await client.stop()
+        await wait_for(session.closed.is_set, 1.0)  # the model socket closes within 1 s
+        assert bytes(session.input_audio) == bytes(client.sent_audio)
+        assert env.model.violations == []
+        result = await env.result("cb-pass")
+        assert [(e.role, e.text) for e in result.transcript] == [
+            ("agent", "Hello from the clinic."),
+            ("user", "I want to book."),
+            ("agent", "Sure."),
+        ]
+        assert result.metrics["greetingLatencyMs"] >= 0
+        assert result.status == "completed"
+        assert result.summary is not None and result.summaryError is None
+        [request] = env.chat.requests
+        assert "[User]: I want to book." in request["messages"][1]["content"]
+
+
+async def test_connects_at_start_without_prewarm() -> None:
+    async with bridge_env(script(ScriptedResponse(text="Hi.", audio=GREETING))) as env:
+        call_sid = await env.initiate("cb-cold")
+        url, params = await env.fetch_twiml("cb-cold", call_sid)
+        await env.services.bridge.prewarmer.close_all()  # as if TwiML came from elsewhere
+        before = env.model.connection_attempts
+        client = TwilioMediaClient(
+            url,
+            auth_token=AUTH_TOKEN,
+            call_sid=call_sid,
+            account_sid=ACCOUNT_SID,
+            custom_parameters=params,
+            playback_speed=4.0,
+            session=env.http,
+        )
+        await client.connect()
+        env.clients.append(client)
+        await client.wait_until(lambda: len(client.received_audio) == len(GREETING), 5)
+        assert env.model.connection_attempts == before + 1
+        await client.stop()
+
+
+async def test_bad_token_closes_before_any_model_connection() -> None:
+    async with bridge_env() as env:
+        client = TwilioMediaClient(
+            env.base.replace("http", "ws") + "/media-stream",
+            auth_token=AUTH_TOKEN,
+            call_sid="CAforged",
+            account_sid=ACCOUNT_SID,
+            custom_parameters={"callbackId": "cb-x", "token": "f" * 32},
+            session=env.http,
+        )
+        await client.connect()
+        await asyncio.wait_for(client.closed.wait(), 5)
+        assert client.close_code == 1008
+        assert env.model.connection_attempts == 0
+
+
+@pytest.mark.parametrize("interrupt_response", [True, False])
+async def test_barge_in_clears_truncates_and_drops_stale_audio(interrupt_response: bool) -> None:
+    long_greeting = ScriptedResponse(text="We have many openings this week.", audio=b"\x11" * 24000)
+    after = ScriptedResponse(text="Go ahead.", audio=b"\x22" * 800)
+    async with bridge_env(
+        script(long_greeting, after, users=["Wait."]),
+        model_kwargs={"late_deltas": 3, "delta_interval": 0.01},
+        vad_interrupt_response=interrupt_response,
+    ) as env:
+        client = await env.call("cb-barge", speed=2.0)
+        await client.wait_until(lambda: client.played_bytes >= 4000, 5)
+        await client.send_audio(SPEECH)
+        await client.send_silence(800)
+        await client.wait_until(lambda: b"\x22" in client.received_audio, 5)
+        await client.wait_for_quiet(100, 5)
+        assert len(client.clears) == 1
+        session = env.model.sessions[0]
+        [truncate] = session.truncations
+        heard = truncate["audio_end_ms"]
+        assert isinstance(heard, int)
+        assert 0 < heard <= truncate["audio_sent_ms"]
+        played_ms = client.played_audio.count(0x11) // 8
+        assert abs(heard - played_ms) <= 150  # within one mark interval of what played
+        # Nothing of the interrupted response arrives after the clear.
+        after_clear = client.received_audio[client.received_audio.index(b"\x22") :]
+        assert 0x11 not in after_clear
+        cancels = client_events(env, "response.cancel")
+        assert len(cancels) == (0 if interrupt_response else 1)
+        errors = [e["error"].get("code") for e in session.events("error")]
+        assert "response_cancel_not_active" not in errors
+        assert env.model.violations == []
+        await client.stop()
+        result = await env.result("cb-barge")
+        first = result.transcript[0]
+        assert first.role == "agent" and first.interrupted
+        assert len(first.text) < len("We have many openings this week.")
+        assert result.metrics["interruptions"] == 1
+
+
+async def test_tools_round_trip_unknown_tool_and_slow_tool_do_not_stall_audio() -> None:
+    from pydantic import BaseModel
+
+    class Args(BaseModel):
+        seconds: float = 0.6
+
+    async def slow(args: Args, ctx: ToolContext) -> ToolOutput:
+        await asyncio.sleep(args.seconds)
+        return {"status": "done"}
+
+    calls = ScriptedResponse(
+        text="Let me check.",
+        audio=b"\x33" * 800,
+        tool_calls=[
+            ("slow_lookup", {"seconds": 0.6}),
+            ("no_such_tool", {}),
+            ("send_sms", {"to": "+15551230000", "message": "See you Monday at 10."}),
+        ],
+    )
+    answer = ScriptedResponse(text="All set.", audio=b"\x44" * 800)
+    async with bridge_env(
+        script(ScriptedResponse(text="Hi.", audio=GREETING), calls, answer, users=["Text me."])
+    ) as env:
+        env.services.bridge.tools.register(Tool("slow_lookup", "slow", Args, slow, timeout=5))
+        client = await env.call("cb-tools", speed=4.0)
+        await client.wait_until(lambda: len(client.received_audio) >= len(GREETING), 5)
+        await client.wait_for_quiet(100, 5)
+        await client.send_audio(SPEECH)
+        session = env.model.sessions[0]
+        await session.wait_for("response.function_call_arguments.done", 3)
+        audio_at_call = len(session.input_audio)
+        await client.send_silence(400)
+        await client.wait_until(lambda: b"\x44" in client.received_audio, 5)
+        outputs = {
+            o["item"]["call_id"]: orjson.loads(o["item"]["output"])
+            for o in client_events(env, "conversation.item.create")
+        }
+        by_name = {
+            c["name"]: c["call_id"] for c in session.events("response.function_call_arguments.done")
+        }
+        assert outputs[by_name["slow_lookup"]] == {"status": "done"}
+        assert "unknown tool" in outputs[by_name["no_such_tool"]]["error"]
+        assert outputs[by_name["send_sms"]]["status"] == "sent"
+        assert env.rest.messages[0].body == "See you Monday at 10."
+        # one response.create after the tool round (plus the greeting's)
+        assert len(client_events(env, "response.create")) == 2
+        # caller audio kept flowing to the model while the slow tool ran
+        assert len(session.input_audio) > audio_at_call + 1600
+        await client.stop()
+        result = await env.result("cb-tools")
+        assert {t.name: t.ok for t in result.toolCalls} == {
+            "slow_lookup": True,
+            "no_such_tool": False,
+            "send_sms": True,
+        }
+        assert env.model.violations == []
+
+
+async def test_end_call_hangs_up_after_goodbye_has_played() -> None:
+    goodbye = ScriptedResponse(text="Goodbye!", audio=b"\x55" * 4000, tool_calls=[("end_call", {})])
+    async with bridge_env(script(goodbye)) as env:
+        env.stop_stream_on_hangup()
+        client = await env.call("cb-end", speed=4.0)
+        await asyncio.wait_for(client.closed.wait(), 10)
+        call = env.rest.calls[client.call_sid]
+        assert call.status == "completed"
+        assert client.played_audio.count(0x55) == 4000  # the whole goodbye played first
+        result = await env.result("cb-end")
+        assert [t.name for t in result.toolCalls] == ["end_call"]
+        # no follow-up response after end_call
+        assert len(client_events(env, "response.create")) == 1
+
+
+async def test_model_drop_reconnects_and_replays_the_conversation() -> None:
+    first = script(ScriptedResponse(text="Hello there.", audio=GREETING))
+    async with bridge_env(first) as env:
+        client = await env.call("cb-drop", speed=4.0)
+        await client.wait_until(lambda: len(client.received_audio) == len(GREETING), 5)
+        await client.wait_for_quiet(50, 5)
+        await env.model.sessions[0].drop()
+        second = await env.model.wait_for_session(1, within=5)
+        await second.wait_for("session.updated")
+        replayed = [e for e in second.received if e.get("type") == "conversation.item.create"]
+        assert replayed[0]["item"]["role"] == "assistant"
+        assert replayed[0]["item"]["content"][0]["text"] == "Hello there."
+        # the call goes on: caller audio now reaches the new session
+        await client.send_audio(SPEECH)
+        await wait_for(lambda: len(second.input_audio) >= len(SPEECH), 5)
+        await client.stop()
+        result = await env.result("cb-drop")
+        assert result.metrics["modelReconnects"] == 1
+        assert env.model.violations == []
+
+
+async def test_model_drop_without_recovery_hangs_up_cleanly() -> None:
+    async with bridge_env(script(ScriptedResponse(text="Hi.", audio=GREETING))) as env:
+        env.stop_stream_on_hangup()
+        client = await env.call("cb-dead", speed=4.0)
+        await client.wait_until(lambda: len(client.received_audio) == len(GREETING), 5)
+        env.model.reject_connections = 100
+        await env.model.sessions[0].drop()
+        await asyncio.wait_for(client.closed.wait(), 8)
+        assert env.rest.calls[client.call_sid].status == "completed"
+        result = await env.result("cb-dead")
+        assert result.error is not None and result.error["code"] == "model_unavailable"
+
+
+async def test_fatal_model_error_is_not_retried() -> None:
+    async with bridge_env() as env:
+        env.stop_stream_on_hangup()
+        env.model.fatal_on_connect = "invalid_api_key"
+        client = await env.call("cb-fatal", speed=4.0)
+        await asyncio.wait_for(client.closed.wait(), 8)
+        assert env.model.connection_attempts == 1
+        assert env.rest.calls[client.call_sid].status == "completed"
+
+
+async def test_garbage_frames_are_skipped_and_oversize_ends_only_that_call() -> None:
+    async with bridge_env(script(ScriptedResponse(text="Hi.", audio=GREETING))) as env:
+        client = await env.call("cb-garbage", speed=4.0)
+        other = await env.call("cb-other", speed=4.0)
+        await client.wait_until(lambda: len(client.received_audio) == len(GREETING), 5)
+        for junk in [
+            "not json",
+            "[1,2]",
+            '{"event":"media"}',
+            '{"event":"media","media":{"payload":"***"}}',
+            '{"event":"bogus"}',
+            '{"event":"mark"}',
+        ]:
+            await client.send_raw(junk)
+        await client.send_audio(SPEECH, paced=False)
+        session = env.model.sessions[0]
+        await wait_for(lambda: bytes(SPEECH) in bytes(session.input_audio), 5)
+        assert not client.closed.is_set()
+        await client.send_raw('{"event":"media","media":{"payload":"' + "A" * 70000 + '"}}')
+        await asyncio.wait_for(client.closed.wait(), 5)
+        assert not other.closed.is_set()
+        await other.send_audio(SPEECH, paced=False)
+        other_session = env.model.sessions[1]
+        await wait_for(lambda: bytes(SPEECH) in bytes(other_session.input_audio), 5)
+        await other.stop()
+        result = await env.result("cb-garbage")
+        assert result.metrics["malformedFrames"] == 5
+
+
+async def test_dtmf_is_forwarded_and_recorded() -> None:
+    async with bridge_env(script(ScriptedResponse(text="Hi.", audio=GREETING))) as env:
+        client = await env.call("cb-dtmf", speed=4.0)
+        await env.model.wait_for_session(0)
+        await client.send_dtmf("7")
+        await wait_for(
+            lambda: any(
+                "pressed the 7 key" in str(e.get("item")) for e in env.model.sessions[0].received
+            ),
+            5,
+        )
+        await client.stop()
+        result = await env.result("cb-dtmf")
+        assert any(e.role == "dtmf" and "7" in e.text for e in result.transcript)
+
+
+async def test_answering_machine_hangs_up_and_reports_voicemail() -> None:
+    async with bridge_env(script(ScriptedResponse(text="Hi.", audio=b"\x11" * 16000))) as env:
+        env.stop_stream_on_hangup()
+        client = await env.call("cb-vm", speed=1.0)
+        await client.wait_until(lambda: len(client.received_audio) > 0, 5)
+        url = f"{env.base}/webhooks/amd?callbackId=cb-vm"
+        params = {
+            "CallSid": client.call_sid,
+            "AccountSid": ACCOUNT_SID,
+            "AnsweredBy": "machine_start",
+            "MachineDetectionDuration": "1800",
+        }
+        from caller_engine.telephony.signature import sign_twilio_request
+
+        resp = await env.http.post(
+            url,
+            data=params,
+            headers={"X-Twilio-Signature": sign_twilio_request(AUTH_TOKEN, url, params)},
+        )
+        assert resp.status == 200
+        await asyncio.wait_for(client.closed.wait(), 5)
+        result = await env.result("cb-vm")
+        assert result.status == "voicemail" and result.answeredBy == "machine_start"
+
+
+async def test_twenty_concurrent_calls_stay_isolated() -> None:
+    async with bridge_env(script(ScriptedResponse(text="Hi.", audio=GREETING))) as env:
+        clients = await asyncio.gather(*(env.call(f"cb-{i}", speed=8.0) for i in range(20)))
+        await asyncio.gather(
+            *(c.wait_until(lambda c=c: len(c.received_audio) >= len(GREETING), 10) for c in clients)
+        )
+        for i, client in enumerate(clients):
+            await client.send_audio(mulaw.tone(200, 200.0 + 40 * i, 9000), paced=False)
+        await asyncio.gather(*(c.stop() for c in clients))
+        for client in clients:
+            sessions = [
+                s for s in env.model.sessions if bytes(s.input_audio) == bytes(client.sent_audio)
+            ]
+            assert len(sessions) == 1
+            assert bytes(client.received_audio).startswith(GREETING)
+        assert env.model.violations == []
+
+
+async def test_unsigned_stream_upgrade_is_refused() -> None:
+    async with bridge_env() as env:
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await env.http.ws_connect(env.base.replace("http", "ws") + "/media-stream")
