@@ -33,6 +33,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def fetch_twiml(
+    http: aiohttp.ClientSession, base: str, callback_id: str, call_sid: str
+) -> tuple[str, dict[str, str]]:
+    """Fetch the TwiML as Twilio does (signed POST); the Stream url and its parameters."""
+    url = f"{base}/twiml/outbound?callbackId={callback_id}"
+    params = {"CallSid": call_sid, "AccountSid": ACCOUNT_SID, "CallStatus": "in-progress"}
+    headers = {"X-Twilio-Signature": sign_twilio_request(AUTH_TOKEN, url, params)}
+    resp = await http.post(url, data=params, headers=headers)
+    assert resp.status == 200
+    stream = ET.fromstring(await resp.text()).find("Connect/Stream")
+    assert stream is not None
+    parameters = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+    return stream.get("url", ""), parameters
+
+
 class ResultCollector:
     def __init__(self) -> None:
         self.results: list[CallResult] = []
@@ -67,15 +82,7 @@ class BridgeEnv:
         return str(data["callSid"])
 
     async def fetch_twiml(self, callback_id: str, call_sid: str) -> tuple[str, dict[str, str]]:
-        url = f"{self.base}/twiml/outbound?callbackId={callback_id}"
-        params = {"CallSid": call_sid, "AccountSid": ACCOUNT_SID, "CallStatus": "in-progress"}
-        headers = {"X-Twilio-Signature": sign_twilio_request(AUTH_TOKEN, url, params)}
-        resp = await self.http.post(url, data=params, headers=headers)
-        assert resp.status == 200
-        stream = ET.fromstring(await resp.text()).find("Connect/Stream")
-        assert stream is not None
-        parameters = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
-        return stream.get("url", ""), parameters
+        return await fetch_twiml(self.http, self.base, callback_id, call_sid)
 
     async def call(
         self, callback_id: str = "cb-1", *, speed: float = 4.0, **body: Any
