@@ -21,7 +21,11 @@ def _serve(args: argparse.Namespace) -> int:
         print("See .env.example for every variable.", file=sys.stderr)
         return 2
     setup_logging(settings.environment, settings.log_level)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except ConfigError as exc:
+        print(f"caller-engine: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -41,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     from caller_engine.calls.commands import add_commands
 
     add_commands(sub)
+    from caller_engine.sim.commands import add_commands as add_sim_commands
+
+    add_sim_commands(sub)
     return parser
 
 

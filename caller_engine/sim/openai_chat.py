@@ -189,9 +189,17 @@ def _validate_format(response_format: Any, messages: list[dict[str, Any]]) -> No
 
 
 class ChatCompletionsEmulator:
-    def __init__(self, api_key: str = "sk-test", *, reply: Reply | None = None) -> None:
+    def __init__(
+        self,
+        api_key: str = "sk-test",
+        *,
+        reply: Reply | None = None,
+        structured: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
         self.api_key = api_key
         self.reply = reply  # content for requests without a json_schema format
+        # A scripted answer to json_schema requests; used when it validates, else filled.
+        self.structured = structured
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
         self.responses: list[dict[str, Any]] = []
@@ -231,6 +239,10 @@ class ChatCompletionsEmulator:
         response_format = body.get("response_format") or {"type": "text"}
         if response_format["type"] == "json_schema":
             schema = response_format["json_schema"].get("schema", {})
+            if self.structured is not None:
+                value = self.structured(body)
+                if not json_schema_fill.problems(value, schema):
+                    return orjson.dumps(value).decode()
             return orjson.dumps(json_schema_fill.fill(schema, text)).decode()
         if self.reply is not None:
             return self.reply(body)
