@@ -7,6 +7,8 @@ PostgreSQL: an optional schema is put first on the search_path (used to isolate 
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from typing import Any
 
 import orjson
@@ -15,6 +17,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+WAL_ATTEMPTS = 100
 
 
 class DatabaseUrlError(ValueError):
@@ -66,16 +69,32 @@ def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
     return engine
 
 
-def _serialize_sqlite(engine: AsyncEngine) -> None:
-    memory = engine.url.database in (None, "", ":memory:")
+async def prepare(engine: AsyncEngine) -> None:
+    """Once per process before first use: put a SQLite file in WAL mode (readers and the
+    writer stop blocking each other). The mode is kept in the file. Switching needs a moment
+    without other connections, so another process opening it at once is waited for."""
+    if not is_sqlite(engine) or engine.url.database in (None, "", ":memory:"):
+        return
+    for attempt in range(WAL_ATTEMPTS):
+        async with engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            try:
+                cursor = await driver.execute("PRAGMA journal_mode=WAL")
+                await cursor.close()
+                return
+            except sqlite3.OperationalError:
+                if attempt == WAL_ATTEMPTS - 1:
+                    raise
+        await asyncio.sleep(0.05)
 
+
+def _serialize_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy emit BEGIN itself (see the "begin" hook) instead of sqlite3.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        if not memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")

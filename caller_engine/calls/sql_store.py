@@ -24,7 +24,7 @@ from caller_engine.calls.migrations import upgrade
 from caller_engine.calls.models import CallRecord, StatusEvent, utcnow
 from caller_engine.calls.result import CallResult
 from caller_engine.calls.schema import calls, deliveries
-from caller_engine.calls.sql_engine import create_engine
+from caller_engine.calls.sql_engine import create_engine, prepare
 from caller_engine.calls.sql_rows import delivery_from_row, record_from_row, record_values
 from caller_engine.calls.store import DuplicateCall
 from caller_engine.results.payload import encode_result
@@ -47,6 +47,7 @@ class SqlCallStore:
         """Connect and bring the schema up to date."""
         engine = create_engine(url, schema=schema)
         try:
+            await prepare(engine)
             await upgrade(engine)
         except BaseException:
             await engine.dispose()
@@ -184,29 +185,27 @@ class SqlCallStore:
         """Merge a status callback. A callback that beats our own write of the CallSid
         (Twilio can call back before the create request returns) is matched by the
         callbackId of its URL, when given, and attaches the CallSid."""
+        if not call_sid:
+            return None
         now = self.clock()
 
         def change(record: CallRecord) -> bool:
-            attached = record.call_sid is None and bool(call_sid)
+            attached = record.call_sid is None
             if attached:
                 record.call_sid = call_sid
                 if record.status == "pending":
                     record.status = "queued"
             return mutations.apply_status(record, event, now) or attached
 
-        where = calls.c.call_sid == call_sid
-        if callback_id:
-            where = or_(
-                where,
-                and_(
-                    calls.c.callback_id == callback_id,
-                    calls.c.call_sid.is_(None),
-                    calls.c.status == "pending",
-                ),
+        record = await self._change(calls.c.call_sid == call_sid, change)
+        if record is None and callback_id:
+            waiting = and_(
+                calls.c.callback_id == callback_id,
+                calls.c.call_sid.is_(None),
+                calls.c.status == "pending",
             )
-        if not call_sid:
-            return None
-        return await self._change(where, change)
+            record = await self._change(waiting, change)
+        return record
 
     async def set_answered_by(self, call_sid: str, answered_by: str) -> CallRecord | None:
         if not call_sid:

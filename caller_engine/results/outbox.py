@@ -65,4 +65,5 @@ class Outbox(Protocol):
     async def calls_missing_result(
         self, ended_before: datetime, limit: int
     ) -> Sequence[CallRecord]:
-        """Ended calls that streamed but whose result never arrived."""
+        """Calls that ended before `ended_before` and still have no result: their bridge
+        never reported, or building the result at the final status callback failed."""

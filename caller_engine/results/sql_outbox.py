@@ -196,7 +196,6 @@ class SqlOutbox:
             .where(
                 calls.c.status.in_(sorted(TERMINAL_STATUSES)),
                 calls.c.result.is_(None),
-                calls.c.stream_started_at.is_not(None),
                 calls.c.ended_at <= ended_before,
             )
             .order_by(calls.c.ended_at)

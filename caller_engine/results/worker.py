@@ -4,8 +4,8 @@ It never runs in a request handler or on the audio path: results are written to 
 outbox by the store, and `wake()` only sets an event. Each loop claims due deliveries under
 a lease, POSTs them concurrently, and settles each attempt (delivered, retry later with
 backoff and jitter, or failed). On stop it gives back the leases it still holds. It also
-sweeps, now and then, for calls that streamed and ended but whose bridge never reported,
-and has their result built from the record.
+sweeps, now and then, for calls that ended RESULT_GRACE seconds ago without a result (their
+bridge never reported, e.g. its instance died) and has their result built from the record.
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ class DeliveryWorker:
         return "retry"
 
     async def sweep_once(self) -> int:
-        """Have results built for ended calls whose bridge never reported in time."""
+        """Have results built for ended calls that still have none after the grace time."""
         if self.on_missing_result is None:
             return 0
         before = utcnow() - timedelta(seconds=self.config.result_grace)

@@ -8,13 +8,14 @@ from aiohttp import web
 from loguru import logger
 from openai import AsyncOpenAI
 
-from caller_engine.bridge.bridge import Bridge, LogResultSink
+from caller_engine.bridge.bridge import Bridge, LogResultSink, MetricsSink
 from caller_engine.bridge.registry import ActiveCalls
 from caller_engine.calls.models import CallRecord
 from caller_engine.calls.service import CallService
 from caller_engine.calls.sql_store import SqlCallStore
 from caller_engine.calls.store import CallStore
 from caller_engine.config import Settings
+from caller_engine.metrics import Metrics
 from caller_engine.realtime.openai import OpenAIRealtimeConnector
 from caller_engine.results.outbox import Outbox
 from caller_engine.results.worker import DeliveryConfig, DeliveryWorker, WakeOnResult
@@ -24,7 +25,7 @@ from caller_engine.tools.end_call import END_CALL
 from caller_engine.tools.google_client import GoogleApis
 from caller_engine.tools.registry import Tool, ToolRegistry
 from caller_engine.transcript.summary import Summarizer
-from caller_engine.web import calls, health, media, records, twiml, webhooks
+from caller_engine.web import calls, health, media, metrics, records, twiml, webhooks
 from caller_engine.web.errors import error_middleware
 from caller_engine.web.state import SERVICES, Services
 
@@ -49,6 +50,8 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
     app.router.add_get("/media-stream/{callbackId}", media.media_stream)
     app.router.add_post("/webhooks/call-status", webhooks.call_status)
     app.router.add_post("/webhooks/amd", webhooks.amd)
+    if not settings.metrics_port:
+        app.router.add_get("/metrics", metrics.metrics)
     app.router.add_get("/calls", records.list_calls)
     app.router.add_get("/calls/{callbackId}", records.get_call)
 
@@ -63,6 +66,8 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
         call_store = store or await SqlCallStore.open(settings.database_url)
         call_service = CallService(settings, gateway, call_store)
         call_service.add_sink(LogResultSink())
+        app_metrics = Metrics()
+        call_service.add_sink(MetricsSink(app_metrics))
         worker = _delivery_worker(settings, call_store, call_service)
         if worker is not None:
             call_service.add_sink(WakeOnResult(worker))
@@ -91,6 +96,7 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
             ),
             summarizer=Summarizer(openai_client, settings.summary_model),
             active=active,
+            metrics=app_metrics,
         )
         app[SERVICES] = Services(
             settings=settings,
@@ -99,6 +105,7 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
             calls=call_service,
             bridge=bridge,
             active=active,
+            metrics=app_metrics,
         )
         yield
         await active.close_all("server shutdown")
@@ -128,6 +135,7 @@ def _delivery_worker(
         logger.warning("RESULT_WEBHOOK_SECRET is not set: result webhooks go out unsigned")
 
     async def missing(record: CallRecord) -> bool:
-        return await calls.finish_from_record(record, error=NO_RESULT)
+        streamed = record.stream_started_at is not None
+        return await calls.finish_from_record(record, error=NO_RESULT if streamed else None)
 
     return DeliveryWorker(outbox, DeliveryConfig.from_settings(settings), on_missing_result=missing)
