@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     base_url: str
     log_level: str = "INFO"
     drain_timeout: float = Field(280.0, ge=0)
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    media_capture_dir: str | None = None  # caller audio captures for replay; off when unset
 
     # Security
     api_key: str | None = None

@@ -10,6 +10,7 @@ from loguru import logger
 
 from caller_engine.config import Settings
 from caller_engine.web.app import create_app
+from caller_engine.web.metrics import metrics_app
 from caller_engine.web.state import SERVICES
 
 
@@ -21,6 +22,12 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
+    metrics_runner: web.AppRunner | None = None
+    if settings.metrics_port:
+        metrics_runner = web.AppRunner(metrics_app(app[SERVICES].metrics), access_log=None)
+        await metrics_runner.setup()
+        await web.TCPSite(metrics_runner, settings.host, settings.metrics_port).start()
+        logger.info("metrics on :{}/metrics", settings.metrics_port)
     logger.info("listening on {}:{} (public {})", settings.host, settings.port, settings.base_url)
     if not settings.api_key:
         logger.warning("API_KEY is not set: /call/initiate accepts unauthenticated requests")
@@ -58,5 +65,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await runner.cleanup()
         logger.info("stopped")

@@ -17,6 +17,7 @@ from caller_engine.calls.service import CallService
 from caller_engine.calls.store import CallStore
 from caller_engine.config import Settings
 from caller_engine.logging import call_logger
+from caller_engine.metrics import Metrics
 from caller_engine.realtime.base import RealtimeConnector
 from caller_engine.telephony.rest import TwilioGateway
 from caller_engine.tools.registry import Tool, ToolRegistry
@@ -37,6 +38,7 @@ class Bridge:
         connector: RealtimeConnector,
         summarizer: Summarizer | None,
         active: ActiveCalls,
+        metrics: Metrics,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -46,16 +48,18 @@ class Bridge:
         self.connector = connector
         self.summarizer = summarizer
         self.active = active
+        self.metrics = metrics
+        metrics.active_calls.set_function(lambda: len(active))
         self.prewarmer = Prewarmer(connector, settings.prewarm_timeout)
         self._post_call: set[asyncio.Task[None]] = set()
-        self.tool_stats: dict[tuple[str, bool], list[float]] = {}
         calls.on_answered_by(self.on_answered_by)
 
     def tools_for(self, agent: AgentOverrides) -> list[Tool]:
         return self.tools.select(agent.tools)
 
     def observe_tool(self, name: str, ok: bool, duration_ms: float) -> None:
-        self.tool_stats.setdefault((name, ok), []).append(duration_ms)
+        outcome = "ok" if ok else "error"
+        self.metrics.tool_duration.labels(name, outcome).observe(duration_ms / 1000)
 
     async def prewarm(self, callback_id: str, call_sid: str) -> None:
         """Twilio fetched the TwiML: the call is answered. Open the model session now."""
@@ -141,6 +145,16 @@ class Bridge:
         await self.prewarmer.close_all()
         if self._post_call:
             await asyncio.wait(set(self._post_call), timeout=POST_CALL_TIMEOUT)
+
+
+class MetricsSink:
+    """Counts finished calls by final status."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def publish(self, result: CallResult) -> None:
+        self.metrics.calls_finished.labels(result.status).inc()
 
 
 class LogResultSink:

@@ -24,17 +24,25 @@ class CallMetrics:
     model_errors: int = 0
     _speech_stopped_at: float | None = None
 
-    def first_audio(self, started_at: float, now: float) -> None:
-        if self.greeting_ms is None:
-            self.greeting_ms = _ms(now - started_at)
+    def first_audio(self, started_at: float, now: float) -> float:
+        """Record the greeting latency; seconds."""
+        self.greeting_ms = _ms(now - started_at)
+        return now - started_at
 
     def speech_stopped(self, now: float) -> None:
         self._speech_stopped_at = now
 
-    def response_audio(self, now: float) -> None:
-        if self._speech_stopped_at is not None:
-            self.response_ms.append(_ms(now - self._speech_stopped_at))
-            self._speech_stopped_at = None
+    @property
+    def awaiting_answer(self) -> bool:
+        return self._speech_stopped_at is not None
+
+    def response_audio(self, now: float) -> float:
+        """Record the latency of an answer's first audio; seconds."""
+        assert self._speech_stopped_at is not None
+        seconds = now - self._speech_stopped_at
+        self.response_ms.append(_ms(seconds))
+        self._speech_stopped_at = None
+        return seconds
 
     def barge_in(self, seconds: float) -> None:
         self.interruptions += 1

@@ -259,6 +259,9 @@ class CallSession:
         if not self.ws.closed:
             await self.ws.close()
         self.bridge.active.discard(self)
+        counters = self.bridge.metrics
+        counters.malformed_frames.inc(self.metrics.malformed + self.metrics.media_before_start)
+        counters.dropped_frames.inc(self.metrics.dropped_in)
         await self.bridge.store.stream_stopped(self.callback_id)
         self.log.info(
             "stream ended ({}) after {:.1f} s", self.end_reason, self.stopped_at - self.started_at
@@ -374,8 +377,10 @@ class CallSession:
         metrics = self.metrics
         metrics.frames_out += 1
         if metrics.greeting_ms is None:
-            metrics.first_audio(self.started_at, self.loop.time())
-        metrics.response_audio(self.loop.time())
+            seconds = metrics.first_audio(self.started_at, self.loop.time())
+            self.bridge.metrics.greeting_latency.observe(seconds)
+        if metrics.awaiting_answer:
+            self.bridge.metrics.response_latency.observe(metrics.response_audio(self.loop.time()))
 
     async def _on_event(self, event: ProviderEvent) -> None:
         model = self.model
@@ -389,7 +394,9 @@ class CallSession:
             if plan.clear:
                 await self.ws.send_str(self.writer.clear())
                 self.playback.clear()
-                self.metrics.barge_in(self.loop.time() - received)
+                seconds = self.loop.time() - received
+                self.metrics.barge_in(seconds)
+                self.bridge.metrics.barge_in_latency.observe(seconds)
             if plan.truncate is not None:
                 item_id, heard_ms = plan.truncate
                 await model.truncate(item_id, heard_ms)
@@ -558,6 +565,7 @@ class CallSession:
         assert self.config is not None
         await model.replay(self.transcript.history())
         self.metrics.reconnects += 1
+        self.bridge.metrics.model_reconnects.inc()
         self.turns = TurnState(self.config.interrupt_response)
         self.playback.current_item = None
         self._tools_by_response.clear()

@@ -53,6 +53,9 @@ def twilio_request_error(
     signature = request.headers.get("X-Twilio-Signature")
     if twilio_signature_valid(settings.twilio_auth_token, url, params, signature):
         return None
+    resource = request.match_info.route.resource
+    endpoint = resource.canonical if resource is not None else request.path
+    request.app[SERVICES].metrics.signature_failures.labels(endpoint).inc()
     logger.bind(callSid=params.get("CallSid", "-")).warning(
         "rejected {} {}: {} Twilio signature",
         request.method,

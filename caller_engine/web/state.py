@@ -12,6 +12,7 @@ from caller_engine.bridge.registry import ActiveCalls
 from caller_engine.calls.service import CallService
 from caller_engine.calls.store import CallStore
 from caller_engine.config import Settings
+from caller_engine.metrics import Metrics
 from caller_engine.telephony.rest import TwilioGateway
 
 
@@ -23,6 +24,7 @@ class Services:
     calls: CallService
     bridge: Bridge
     active: ActiveCalls
+    metrics: Metrics
     started_at: float = field(default_factory=time.monotonic)
     draining: bool = False
 
