@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     from caller_engine.sim.commands import add_commands as add_sim_commands
 
     add_sim_commands(sub)
+    from caller_engine.replay.cli import add_commands as add_replay_commands
+
+    add_replay_commands(sub)
     return parser
 
 

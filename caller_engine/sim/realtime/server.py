@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -22,6 +23,7 @@ from caller_engine.sim.realtime.script import RealtimeScript
 from caller_engine.sim.realtime.session import EmulatedRealtimeSession
 
 InputAudioHook = Callable[[EmulatedRealtimeSession, bytes, float], None]
+EventHook = Callable[[EmulatedRealtimeSession, dict[str, Any], float], None]
 DEFAULT_VAD_THRESHOLD = 400.0  # mean |amplitude|: speech is well above, line noise below
 
 
@@ -36,6 +38,11 @@ class RealtimeEmulator:
     With `keep_audio_events=False`, append and audio delta events are not kept in
     `received`/`sent` (their audio still is, in `input_audio`/`output_audio`): for long
     load runs.
+
+    Hooks for measurements (each `callback(session, data, loop_time)`): `on_input_audio`
+    gets each appended chunk of caller audio; `on_server_event` every event sent, with the
+    time just before it went out; `on_client_event` every client event other than audio
+    appends, with its arrival time.
     """
 
     def __init__(
@@ -63,6 +70,8 @@ class RealtimeEmulator:
         self.reject_connections: int | None = None
         self.fatal_on_connect: str | None = None
         self.on_input_audio: InputAudioHook | None = None
+        self.on_server_event: EventHook | None = None
+        self.on_client_event: EventHook | None = None
         self._session_added = asyncio.Event()
 
     @property

@@ -114,6 +114,7 @@ class EmulatedRealtimeSession:
                 return False
             if self._ws.closed:
                 return False
+            at = asyncio.get_running_loop().time()
             try:
                 await self._ws.send_str(payload.decode())
             except (ConnectionError, RuntimeError):
@@ -122,6 +123,9 @@ class EmulatedRealtimeSession:
                 self.sent.append(orjson.loads(payload))
             self._sent_signal.set()
             self._sent_signal = asyncio.Event()
+        hook = self.emulator.on_server_event
+        if hook is not None:
+            hook(self, body, at)
         return True
 
     async def _send_error(self, rejection: Rejection, client_event_id: str | None) -> None:
@@ -204,6 +208,7 @@ class EmulatedRealtimeSession:
     # -- client events ---------------------------------------------------------------------
 
     async def handle_text(self, text: str) -> None:
+        arrived = asyncio.get_running_loop().time()
         try:
             event = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -215,6 +220,9 @@ class EmulatedRealtimeSession:
         if self.emulator.keep_audio_events or not (check.ok and _is_append(event)):
             self.received.append(event)
         self.violations.extend(check.violations)
+        hook = self.emulator.on_client_event
+        if hook is not None and isinstance(event, dict) and not _is_append(event):
+            hook(self, event, arrived)
         event_id = event.get("event_id") if isinstance(event, dict) else None
         client_event_id = event_id if isinstance(event_id, str) else None
         if check.rejection is not None:

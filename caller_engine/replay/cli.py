@@ -1,0 +1,185 @@
+"""The `replay` and `bench` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from caller_engine.replay.emulators import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
+
+REPLAY_EPILOG = """\
+Local server with the bundled model emulator (markers on every frame):
+  1. caller-engine replay --calls 20 --duration 30      (prints the server's environment)
+  2. start `caller-engine serve` with that environment (replay waits for /health)
+  Add --server-pid PID for server CPU and RSS per call.
+
+Remote server (staging): give its URL, the API key it expects and its Twilio auth token,
+and make replay's emulators reachable from it:
+  caller-engine replay --url https://staging.example.com --api-key KEY --auth-token TOKEN \\
+      --account-sid AC... --emulator-host 0.0.0.0 --advertise-host replay.example.com
+  The staging server must use TWILIO_API_BASE_URL (and, for markers, OPENAI_REALTIME_URL and
+  OPENAI_BASE_URL) from the printed environment, so that no real call is placed; with
+  --model external it keeps its real model and replay reports first-audio and turn latency.
+"""
+
+
+def _levels(text: str) -> list[int]:
+    try:
+        levels = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("give numbers of calls such as 1,50,100") from None
+    if not levels or any(level < 1 for level in levels):
+        raise argparse.ArgumentTypeError("levels must be positive")
+    return levels
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _plot_ok(path: Path | None) -> bool:
+    from caller_engine.replay.plot import MISSING, available
+
+    if path is not None and not available():
+        print(f"caller-engine: {MISSING}", file=sys.stderr)
+        return False
+    return True
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from caller_engine.replay.captures import CaptureError
+    from caller_engine.replay.driver import ReplayError
+    from caller_engine.replay.run import ReplayOptions, run_replay
+
+    if not _plot_ok(args.plot):
+        return 2
+    options = ReplayOptions(
+        url=args.url.rstrip("/"),
+        levels=args.calls,
+        total=args.total,
+        ramp=args.ramp,
+        duration=args.duration,
+        captures=args.capture or [],
+        model=args.model,
+        api_key=args.api_key,
+        auth_token=args.auth_token,
+        account_sid=args.account_sid,
+        server_pid=args.server_pid,
+        wait=args.wait,
+        out=args.out,
+        plot=args.plot,
+        emulator_host=args.emulator_host,
+        advertise_host=args.advertise_host,
+        emulator_port=args.emulator_port,
+    )
+    try:
+        return asyncio.run(run_replay(options))
+    except (ReplayError, CaptureError, OSError) as exc:
+        print(f"caller-engine replay: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from caller_engine.replay.bench import BenchOptions, run_bench
+
+    if not _plot_ok(args.plot):
+        return 2
+    options = BenchOptions(
+        levels=tuple(args.levels),
+        duration=args.duration,
+        ramp=args.ramp,
+        out=args.out,
+        plot=args.plot,
+        pin=not args.no_pin,
+    )
+    try:
+        return asyncio.run(run_bench(options))
+    except KeyboardInterrupt:
+        return 130
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    replay = sub.add_parser(
+        "replay",
+        help="drive concurrent emulated calls against a running server and measure latency",
+        description="Load replay: N concurrent calls entered the way Twilio enters them "
+        "(signed TwiML fetch, then the signed media stream), with per-frame markers when the "
+        "bundled model emulator is used.",
+        epilog=REPLAY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    replay.add_argument("--url", default="http://127.0.0.1:5050", help="server base URL")
+    replay.add_argument(
+        "--calls",
+        type=_levels,
+        default=[10],
+        metavar="N[,N...]",
+        help="concurrent calls; a list runs one level after another (default 10)",
+    )
+    replay.add_argument("--total", type=int, help="calls per level (default: = concurrency)")
+    replay.add_argument("--ramp", type=_positive, default=10.0, help="calls started per second")
+    replay.add_argument(
+        "--duration", type=_positive, default=30.0, help="seconds per call (captures: at most)"
+    )
+    replay.add_argument(
+        "--capture",
+        type=Path,
+        action="append",
+        metavar="PATH",
+        help="capture file or directory (MEDIA_CAPTURE_DIR); repeatable; calls take them in turn",
+    )
+    replay.add_argument(
+        "--model",
+        choices=("emulator", "external"),
+        default="emulator",
+        help="emulator: replay runs the model emulator (markers); external: the server's own",
+    )
+    replay.add_argument(
+        "--api-key", default=os.environ.get("API_KEY"), help="the server's API_KEY ($API_KEY)"
+    )
+    replay.add_argument(
+        "--auth-token",
+        default=os.environ.get("TWILIO_AUTH_TOKEN", DEFAULT_AUTH_TOKEN),
+        help="the server's TWILIO_AUTH_TOKEN, to sign as Twilio ($TWILIO_AUTH_TOKEN)",
+    )
+    replay.add_argument(
+        "--account-sid",
+        default=os.environ.get("TWILIO_ACCOUNT_SID", DEFAULT_ACCOUNT_SID),
+        help="the server's TWILIO_ACCOUNT_SID ($TWILIO_ACCOUNT_SID)",
+    )
+    replay.add_argument("--server-pid", type=int, help="server pid, for CPU % and RSS per call")
+    replay.add_argument("--wait", type=_positive, default=120.0, help="seconds to wait for /health")
+    replay.add_argument("--out", type=Path, help="write the JSON report here")
+    replay.add_argument("--plot", type=Path, help="write latency distributions here (PNG)")
+    replay.add_argument("--emulator-host", default="127.0.0.1", help="emulators listen here")
+    replay.add_argument("--advertise-host", help="host name the server uses to reach them")
+    replay.add_argument(
+        "--emulator-port",
+        type=int,
+        default=18180,
+        help="first of 3 ports: model, Twilio REST, chat (0: any free port)",
+    )
+    replay.set_defaults(func=_replay)
+
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark a local server with the model emulator at 1, 50, 100 and 200 calls",
+        description="Starts `caller-engine serve` (pinned to one CPU when possible), replays "
+        "calls at each level, writes bench/results.json and prints the table. Never fails "
+        "on timing.",
+    )
+    bench.add_argument("--levels", type=_levels, default=[1, 50, 100, 200], metavar="N[,N...]")
+    bench.add_argument("--duration", type=_positive, default=15.0, help="seconds per call")
+    bench.add_argument("--ramp", type=_positive, default=50.0, help="calls started per second")
+    bench.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    bench.add_argument("--plot", type=Path, help="also write latency distributions (PNG)")
+    bench.add_argument("--no-pin", action="store_true", help="do not pin the server to a CPU")
+    bench.set_defaults(func=_bench)

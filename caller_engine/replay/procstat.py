@@ -1,0 +1,110 @@
+"""CPU time and resident memory of a process from Linux's /proc, sampled over time.
+
+`parse_stat` and `parse_rss` read the text of /proc/<pid>/stat and /proc/<pid>/status;
+`ProcSampler` samples a pid every `interval` seconds in the background and answers CPU % of
+one core and RSS over any time window it covered. Where /proc is missing (not Linux) the
+sampler reports nothing rather than failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def parse_stat(text: str, ticks_per_second: int = CLOCK_TICKS) -> float:
+    """User + system CPU seconds from /proc/<pid>/stat (fields 14 and 15)."""
+    # The command name (field 2) is in parentheses and may contain spaces.
+    rest = text[text.rindex(")") + 2 :].split()
+    utime, stime = int(rest[11]), int(rest[12])
+    return (utime + stime) / ticks_per_second
+
+
+def parse_rss(text: str) -> int:
+    """Resident set size in bytes from /proc/<pid>/status (VmRSS, given in kB)."""
+    for line in text.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError("no VmRSS line")
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    at: float  # loop time
+    cpu_seconds: float
+    rss_bytes: int
+
+
+def read_sample(pid: int, at: float) -> Sample | None:
+    base = Path("/proc") / str(pid)
+    try:
+        cpu = parse_stat((base / "stat").read_text())
+        rss = parse_rss((base / "status").read_text())
+    except (OSError, ValueError, IndexError):
+        return None
+    return Sample(at, cpu, rss)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    cpu_percent: float  # of one core, averaged over the window
+    rss_bytes: int  # mean over the window
+    rss_peak_bytes: int
+    window_s: float
+
+
+class ProcSampler:
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[Sample] = []
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def available(self) -> bool:
+        return (Path("/proc") / str(self.pid) / "stat").exists()
+
+    def sample_now(self) -> Sample | None:
+        sample = read_sample(self.pid, asyncio.get_running_loop().time())
+        if sample is not None:
+            self.samples.append(sample)
+        return sample
+
+    def start(self) -> None:
+        if self._task is None and self.available:
+            self._task = asyncio.create_task(self._run(), name=f"procstat-{self.pid}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.sample_now()
+
+    async def _run(self) -> None:
+        while True:
+            if self.sample_now() is None:
+                return  # the process is gone
+            await asyncio.sleep(self.interval)
+
+    def usage(self, start: float, end: float) -> Usage | None:
+        """CPU and RSS between loop times `start` and `end` (None without two samples in it)."""
+        inside = [s for s in self.samples if start <= s.at <= end]
+        if len(inside) < 2 or inside[-1].at <= inside[0].at:
+            return None
+        first, last = inside[0], inside[-1]
+        window = last.at - first.at
+        cpu = (last.cpu_seconds - first.cpu_seconds) / window * 100
+        rss = [s.rss_bytes for s in inside]
+        return Usage(round(cpu, 2), sum(rss) // len(rss), max(rss), round(window, 3))
+
+    def rss_before(self, at: float) -> int | None:
+        """RSS of the last sample taken at or before `at`."""
+        earlier = [s for s in self.samples if s.at <= at]
+        return earlier[-1].rss_bytes if earlier else None
