@@ -368,3 +368,24 @@ async def test_unsigned_stream_upgrade_is_refused() -> None:
     async with bridge_env() as env:
         with pytest.raises(aiohttp.WSServerHandshakeError):
             await env.http.ws_connect(env.base.replace("http", "ws") + "/media-stream")
+
+
+async def test_media_capture_records_the_inbound_stream(tmp_path: Any) -> None:
+    import base64
+
+    async with bridge_env(
+        script(ScriptedResponse(text="Hi.", audio=GREETING)), media_capture_dir=str(tmp_path)
+    ) as env:
+        client = await env.call("cb-cap", speed=4.0)
+        await client.send_audio(SPEECH, paced=False)
+        session = await env.model.wait_for_session(0)
+        await wait_for(lambda: bytes(SPEECH) in bytes(session.input_audio), 5)
+        await client.stop()
+        await env.result("cb-cap")
+    [path] = list(tmp_path.iterdir())
+    lines = [orjson.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0]["callbackId"] == "cb-cap" and lines[0]["encoding"] == "audio/x-mulaw"
+    frames = [line for line in lines if "p" in line]
+    assert b"".join(base64.b64decode(f["p"]) for f in frames) == bytes(client.sent_audio)
+    assert lines[-1]["frames"] == len(frames)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import orjson
 from aiohttp import WSMsgType, web
 
+from caller_engine.bridge.capture import MediaCapture
 from caller_engine.bridge.config import greeting_instructions, session_config
 from caller_engine.bridge.metrics import CallMetrics
 from caller_engine.bridge.playback import PlaybackTracker, b64_decoded_len
@@ -102,6 +103,7 @@ class CallSession:
         self._tools_by_response: dict[str, set[str]] = {}
         self._responses_done: set[str] = set()
         self._ctx: ToolContext | None = None
+        self.capture = MediaCapture()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -161,6 +163,9 @@ class CallSession:
         self.started_at = self.loop.time()
         self.started_wall = time.time()
         self.writer = StreamWriter(self.stream_sid)
+        self.capture = MediaCapture.open(
+            self.settings.media_capture_dir, self.callback_id, self.call_sid
+        )
         record = await self.bridge.store.get(self.callback_id)
         if record is not None:
             self.agent = record.agent
@@ -248,6 +253,7 @@ class CallSession:
     async def _finish(self) -> None:
         self._stopped.set()
         self.stopped_at = self.loop.time()
+        self.capture.close()
         if self.model is not None:
             model, self.model = self.model, None
             try:
@@ -288,6 +294,7 @@ class CallSession:
 
     async def _caller_to_model(self) -> None:
         metrics = self.metrics
+        capture = self.capture if self.capture.enabled else None
         async for msg in self.ws:
             if msg.type is not WSMsgType.TEXT and msg.type is not WSMsgType.BINARY:
                 break
@@ -305,6 +312,8 @@ class CallSession:
                     break
                 continue
             if type(event) is Media:
+                if capture is not None:
+                    capture.frame(event.payload, event.timestamp)
                 model = self.model
                 try:
                     sent = model is not None and await model.send_audio(event.payload)
