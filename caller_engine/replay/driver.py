@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import random
 import secrets
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -23,13 +24,13 @@ from urllib.parse import quote
 
 import aiohttp
 
-from caller_engine.replay import markers
 from caller_engine.replay.emulators import Emulators
 from caller_engine.replay.lag import LoopLag
 from caller_engine.replay.probes import CallProbe, Recorder
 from caller_engine.replay.procstat import ProcSampler
 from caller_engine.replay.progress import Progress, bar
-from caller_engine.replay.scenario import CallerAudio, Scenario
+from caller_engine.replay.scenario import FRAME_S, CallerAudio, Scenario
+from caller_engine.replay.sender import FrameSender
 from caller_engine.sim.twilio_media import TwilioMediaClient
 from caller_engine.sim.twilio_rest import EmulatedCall
 from caller_engine.telephony.signature import sign_twilio_request
@@ -170,6 +171,8 @@ class Driver:
             if sampler is not None:
                 sampler.start()
         lag.start()
+        sender = FrameSender(recorder)
+        sender.start()
         began = loop.time()
         gate = asyncio.Semaphore(level.concurrency)
         tasks: list[asyncio.Task[None]] = []
@@ -180,12 +183,13 @@ class Driver:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 await gate.acquire()
-                tasks.append(asyncio.create_task(self._call(index, recorder, gate)))
+                tasks.append(asyncio.create_task(self._call(index, recorder, sender, gate)))
             await asyncio.gather(*tasks)
         finally:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+            await sender.stop()
             await lag.stop()
             for sampler in (server, driver):
                 if sampler is not None:
@@ -246,7 +250,9 @@ class Driver:
 
     # -- one call --------------------------------------------------------------------------
 
-    async def _call(self, index: int, recorder: Recorder, gate: asyncio.Semaphore) -> None:
+    async def _call(
+        self, index: int, recorder: Recorder, sender: FrameSender, gate: asyncio.Semaphore
+    ) -> None:
         loop = asyncio.get_running_loop()
         callback_id = f"replay-{self.run_id}-{self._levels}-{index}"
         probe = recorder.new_call(index, callback_id)
@@ -274,7 +280,9 @@ class Driver:
                 self._clients[call_sid] = client
                 await client.connect()
             probe.started_at = client.started_at
-            await self._play(client, probe, audio, recorder)
+            phase = random.Random(index).random() * FRAME_S  # calls are not frame-aligned
+            await sender.play(client, probe, audio, marked=self.marked, delay=phase)
+            probe.stopped_at = loop.time()
         except Exception as exc:
             probe.error = probe.error or f"{type(exc).__name__}: {exc}"
         finally:
@@ -287,27 +295,6 @@ class Driver:
                 duration = str(round(probe.stopped_at - (probe.started_at or probe.stopped_at)))
                 self._status(status_url, client.call_sid, "completed", 2, CallDuration=duration)
             gate.release()
-
-    async def _play(
-        self, client: TwilioMediaClient, probe: CallProbe, audio: CallerAudio, recorder: Recorder
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        offsets, ends, stream = audio.offsets, audio.speech_ends, probe.stream
-        for seq, frame in enumerate(audio.frames):
-            delay = t0 + offsets[seq] - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if client.closed.is_set():
-                probe.error = f"stream closed by the server (code {client.close_code})"
-                break
-            data = markers.stamp(frame, stream, seq) if self.marked else frame
-            at = loop.time()
-            probe.sent_at.append(at)
-            await client.send_audio(data, paced=False)
-            if seq in ends:
-                recorder.speech_end(probe, at)
-        probe.stopped_at = loop.time()
 
     def _on_call_updated(self, call: EmulatedCall) -> None:
         """The server hung up through the REST API: Twilio ends the media stream."""

@@ -28,6 +28,12 @@ class Marker(NamedTuple):
     seq: int
 
 
+_HEX_DIGITS = b"0123456789abcdef"
+_CODES = bytes(range(_POSITIVE, 0x100))
+_TO_CODE = bytes.maketrans(_HEX_DIGITS, _CODES)
+_FROM_CODE = bytes.maketrans(_CODES, _HEX_DIGITS)
+
+
 def _check(stream: int, seq: int) -> int:
     return zlib.crc32(stream.to_bytes(2, "big") + seq.to_bytes(3, "big")) & 0xFF
 
@@ -39,20 +45,16 @@ def encode(stream: int, seq: int) -> bytes:
     if not 0 <= seq <= MAX_SEQ:
         raise ValueError(f"seq {seq} out of range 0..{MAX_SEQ}")
     value = (stream << 32) | (seq << 8) | _check(stream, seq)
-    nibbles = bytes(
-        _POSITIVE | ((value >> shift) & 0xF) for shift in range(4 * (DATA_NIBBLES - 1), -1, -4)
-    )
-    return MAGIC + nibbles
+    # 12 hex digits, one per nibble, each mapped to its low-amplitude μ-law code.
+    return MAGIC + value.to_bytes(6, "big").hex().encode("ascii").translate(_TO_CODE)
 
 
-def _decode_at(data: bytes | bytearray | memoryview, start: int) -> Marker | None:
+def _decode_at(data: bytes | bytearray, start: int) -> Marker | None:
     """The marker whose data nibbles begin at `start`, or None if they do not check out."""
-    value = 0
-    for index in range(start, start + DATA_NIBBLES):
-        code = data[index]
-        if code & 0xF0 != _POSITIVE:
-            return None
-        value = (value << 4) | (code & 0x0F)
+    codes = bytes(data[start : start + DATA_NIBBLES])
+    if min(codes) < _POSITIVE:
+        return None
+    value = int(codes.translate(_FROM_CODE), 16)
     stream, seq, check = value >> 32, (value >> 8) & MAX_SEQ, value & 0xFF
     if _check(stream, seq) != check:
         return None

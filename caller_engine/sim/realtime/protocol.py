@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 _ALPHABET = string.ascii_letters + string.digits
+_ID_CHARS = bytes(ord(_ALPHABET[value % len(_ALPHABET)]) for value in range(256))
 
 DEFAULT_INSTRUCTIONS = (
     "Your knowledge cutoff is 2023-10. You are a helpful, witty, and friendly AI. "
@@ -26,7 +27,8 @@ SESSION_LIFETIME_S = 3600
 
 def new_id(prefix: str) -> str:
     """An id shaped like the server's: `resp_`, `item_`, `call_`... plus 21 characters."""
-    return prefix + "_" + "".join(secrets.choice(_ALPHABET) for _ in range(21))
+    # One random byte per character, mapped onto the alphabet (fast: an id per event).
+    return prefix + "_" + secrets.token_bytes(21).translate(_ID_CHARS).decode("ascii")
 
 
 # -- session ---------------------------------------------------------------------------

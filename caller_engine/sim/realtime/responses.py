@@ -143,7 +143,8 @@ async def _pause(session: EmulatedRealtimeSession, run: ResponseRun) -> None:
         await asyncio.sleep(0)
         return
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(run.wake.wait(), interval)
+        async with asyncio.timeout(interval):  # no extra task per delta (wait_for makes one)
+            await run.wake.wait()
 
 
 def _ids(run: ResponseRun, record: ItemRecord, output_index: int) -> dict[str, Any]:
