@@ -413,6 +413,8 @@ class VoiceApp:
         self.close_after_start = False
         self.after_connect = ""
         self.action = ""
+        self.refuse_stream = False
+        self.twiml_params: list[dict[str, str]] = []
         self.status: list[dict[str, str]] = []
         self.bad_signatures = 0
         self.clears = 0
@@ -429,6 +431,7 @@ class VoiceApp:
         app.router.add_post("/twiml", self._twiml)
         app.router.add_post("/after", self._after)
         app.router.add_post("/status", self._status)
+        app.router.add_get("/status", self._status_get)
         app.router.add_get("/agent", self._agent)
         return app
 
@@ -442,6 +445,7 @@ class VoiceApp:
         params = {k: str(v) for k, v in (await request.post()).items()}
         if not self._signed(request, params):
             return web.Response(status=403)
+        self.twiml_params.append(params)
         ws = self.ws_url
         action = f' action="{self.url}/after"' if self.action else ""
         body = (
@@ -455,6 +459,15 @@ class VoiceApp:
         self._signed(request, params)
         return web.Response(text=self.action, content_type="text/xml")
 
+    async def _status_get(self, request: web.Request) -> web.Response:
+        """GET callbacks are signed over the URL exactly as requested, query included."""
+        signature = request.headers.get("X-Twilio-Signature")
+        if not twilio_signature_valid(AUTH_TOKEN, self.url + request.raw_path, {}, signature):
+            self.bad_signatures += 1
+            return web.Response(status=403)
+        self.status.append(dict(request.query))
+        return web.Response()
+
     async def _status(self, request: web.Request) -> web.Response:
         params = {k: str(v) for k, v in (await request.post()).items()}
         if not self._signed(request, params):
@@ -466,6 +479,8 @@ class VoiceApp:
         signature = request.headers.get("X-Twilio-Signature")
         if not twilio_signature_valid(AUTH_TOKEN, self.ws_url, {}, signature):
             self.bad_signatures += 1
+            raise web.HTTPForbidden()
+        if self.refuse_stream:
             raise web.HTTPForbidden()
         ws = web.WebSocketResponse()
         await ws.prepare(request)
@@ -516,7 +531,7 @@ class Line:
     rest_url: str
     callees: list[Callee]
 
-    async def call(self, callee: Callee) -> ActiveEmulatedCall:
+    async def call(self, callee: Callee, **form: str) -> ActiveEmulatedCall:
         self.callees.append(callee)
         async with aiohttp.ClientSession() as session:
             resp = await session.post(
@@ -527,6 +542,7 @@ class Line:
                     ("Url", self.app.url + "/twiml"),
                     ("StatusCallback", self.app.url + "/status"),
                     *(("StatusCallbackEvent", e) for e in ALL_EVENTS),
+                    *form.items(),
                 ],
                 headers=BASIC_AUTH,
             )
@@ -660,3 +676,49 @@ async def test_network_time_limit_override(line_factory: LineFactory) -> None:
     assert call.ended_by == "time-limit"
     assert call.duration is not None and call.duration >= 1  # 0.2 s at speed 8
     assert line.app.events[-1] == "stop"
+
+
+async def test_server_hang_up_while_ringing_cancels_the_call(line_factory: LineFactory) -> None:
+    line = await line_factory(answer_delay=30.0)
+    call = await line.call(ScriptedCallee())
+    await eventually(lambda: call.statuses_sent == ["initiated", "ringing"])
+    async with aiohttp.ClientSession() as session:
+        resp = await session.post(
+            f"{line.rest_url}/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{call.sid}.json",
+            data={"Status": "completed"},
+            headers=BASIC_AUTH,
+        )
+        assert resp.status == 200
+    await line.network.wait_finished(call.sid, 5)
+    assert call.statuses_sent == ["initiated", "ringing", "canceled"]
+    assert call.ended_by == "server" and call.answered_at is None
+    assert [w.kind for w in call.webhooks] == ["status"] * 3
+    assert call.status_callbacks[-1].params["CallDuration"] == "0"
+
+
+async def test_synchronous_amd_and_get_callbacks(line_factory: LineFactory) -> None:
+    line = await line_factory(amd_delay=0.02)
+    call = await line.call(
+        ScriptedCallee([HangUp()]), MachineDetection="Enable", StatusCallbackMethod="GET"
+    )
+    await line.network.wait_finished(call.sid, 5)
+    [params] = line.app.twiml_params
+    assert params["AnsweredBy"] == "human" and params["MachineDetectionDuration"] == "160"
+    assert call.amd_callbacks == []  # synchronous detection answers in the TwiML request
+    assert [s["CallStatus"] for s in line.app.status] == [
+        "initiated",
+        "ringing",
+        "in-progress",
+        "completed",
+    ]
+    assert all(w.method == "GET" and w.status == 200 for w in call.status_callbacks)
+    assert line.app.bad_signatures == 0
+
+
+async def test_refused_stream_moves_on_to_the_next_verb(line_factory: LineFactory) -> None:
+    line = await line_factory()
+    line.app.refuse_stream = True
+    call = await line.call(ScriptedCallee())
+    await line.network.wait_finished(call.sid, 5)
+    assert call.ended_by == "twiml-end" and not call.stream_started.is_set()
+    assert len(call.errors) == 1 and "403" in call.errors[0]

@@ -137,6 +137,7 @@ class App:
         self.ended = asyncio.Event()
         self.url = ""
         self._changed = asyncio.Condition()
+        self.clients: list[TwilioMediaClient] = []
 
     async def handler(self, request: web.Request) -> web.WebSocketResponse:
         self.headers = dict(request.headers)
@@ -185,6 +186,8 @@ async def app() -> AsyncIterator[App]:
     await server.start()
     application.url = server.ws_url + "/media-stream"
     yield application
+    for client in application.clients:  # a failed test leaves its stream open
+        await client.close()
     await server.stop()
 
 
@@ -196,7 +199,9 @@ def _client(app: App, **kwargs: Any) -> TwilioMediaClient:
         "custom_parameters": {"callbackId": "cb-1", "token": "t0k"},
         "continuous": False,
     }
-    return TwilioMediaClient(app.url, **{**defaults, **kwargs})
+    client = TwilioMediaClient(app.url, **{**defaults, **kwargs})
+    app.clients.append(client)
+    return client
 
 
 async def test_connect_signs_the_upgrade_and_sends_connected_then_start(app: App) -> None:
