@@ -389,3 +389,36 @@ async def test_media_capture_records_the_inbound_stream(tmp_path: Any) -> None:
     assert b"".join(base64.b64decode(f["p"]) for f in frames) == bytes(client.sent_audio)
     assert lines[-1]["frames"] == len(frames)
     assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+async def test_machine_answer_for_a_stream_on_another_instance_hangs_up() -> None:
+    from caller_engine.telephony.signature import sign_twilio_request
+
+    async with bridge_env() as env:
+        call_sid = await env.initiate("cb-elsewhere")
+        # Another instance (same database) carries this call's stream.
+        await env.services.store.stream_started("cb-elsewhere", "MZelsewhere")
+        url = f"{env.base}/webhooks/amd?callbackId=cb-elsewhere"
+        params = {"CallSid": call_sid, "AccountSid": ACCOUNT_SID, "AnsweredBy": "machine_start"}
+        resp = await env.http.post(
+            url,
+            data=params,
+            headers={"X-Twilio-Signature": sign_twilio_request(AUTH_TOKEN, url, params)},
+        )
+        assert resp.status == 200
+        assert env.rest.calls[call_sid].status == "completed"
+
+
+async def test_machine_answer_before_the_stream_waits_for_it() -> None:
+    from caller_engine.telephony.signature import sign_twilio_request
+
+    async with bridge_env() as env:
+        call_sid = await env.initiate("cb-early")
+        url = f"{env.base}/webhooks/amd?callbackId=cb-early"
+        params = {"CallSid": call_sid, "AccountSid": ACCOUNT_SID, "AnsweredBy": "machine_start"}
+        await env.http.post(
+            url,
+            data=params,
+            headers={"X-Twilio-Signature": sign_twilio_request(AUTH_TOKEN, url, params)},
+        )
+        assert env.rest.calls[call_sid].status == "queued"  # nobody hung up yet

@@ -19,7 +19,7 @@ from caller_engine.config import Settings
 from caller_engine.logging import call_logger
 from caller_engine.metrics import Metrics
 from caller_engine.realtime.base import RealtimeConnector
-from caller_engine.telephony.rest import TwilioGateway
+from caller_engine.telephony.rest import TelephonyError, TwilioGateway
 from caller_engine.tools.registry import Tool, ToolRegistry
 from caller_engine.transcript.summary import Summarizer
 
@@ -72,11 +72,30 @@ class Bridge:
         await CallSession(self, ws, hint).run()
 
     async def on_answered_by(self, record: CallRecord, answered_by: str) -> None:
+        """A machine answered. The instance carrying the stream acts on it; a stream that has
+        not started yet sees `answeredBy` in the record at its start. When the stream runs on
+        another instance, this one can still hang up through Twilio."""
         if answered_by not in MACHINE or record.call_sid is None:
             return
         session = self.active.by_call_sid(record.call_sid)
         if isinstance(session, CallSession):
             await session.on_machine(answered_by)
+            return
+        if record.stream_sid is None or record.stream_stopped_at is not None:
+            return
+        log = call_logger(record.callback_id, record.call_sid, record.stream_sid)
+        if self.settings.voicemail_action == "hangup" or not self.settings.voicemail_message:
+            log.info("answered by {}; the stream is on another instance: hanging up", answered_by)
+            try:
+                await self.gateway.hangup(record.call_sid)
+            except TelephonyError as exc:
+                log.warning("hang-up after AMD failed: {}", exc)
+        else:
+            log.warning(
+                "answered by {} but the stream is on another instance; "
+                "its voicemail message cannot be left from here",
+                answered_by,
+            )
 
     # -- after the call --------------------------------------------------------------
 

@@ -12,7 +12,8 @@ async def call_status(request: web.Request) -> web.Response:
     params = await twilio_form(request)
     if (denied := twilio_request_error(request, params)) is not None:
         return denied
-    await request.app[SERVICES].calls.on_status(params)
+    # The callbackId in our own callback URL matches a callback that beats our CallSid write.
+    await request.app[SERVICES].calls.on_status(params, request.query.get("callbackId"))
     return web.Response(status=200)
 
 
