@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from caller_engine.sim.clips import load_clip
 
 if TYPE_CHECKING:
-    from caller_engine.sim.phone import ActiveEmulatedCall
+    from caller_engine.sim.emulated_call import ActiveEmulatedCall
     from caller_engine.sim.twilio_media import TwilioMediaClient
 
 Outcome = Literal["human", "machine", "busy", "no-answer", "failed"]

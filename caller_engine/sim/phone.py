@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -26,7 +25,8 @@ import aiohttp
 from loguru import logger
 
 from caller_engine.sim import twilio_webhooks as hooks
-from caller_engine.sim.callee import Callee, Outcome, Utterance
+from caller_engine.sim.callee import Callee, Outcome
+from caller_engine.sim.emulated_call import ActiveEmulatedCall
 from caller_engine.sim.twilio_media import TwilioMediaClient
 from caller_engine.sim.twilio_rest import EmulatedCall, TwilioRestEmulator
 from caller_engine.sim.twilio_webhooks import Route, WebhookRecord
@@ -59,69 +59,6 @@ class _Outbound:
     method: str
     url: str
     params: dict[str, str]
-
-
-class ActiveEmulatedCall:
-    """One call as the network carries it; also the callee's handle on the call."""
-
-    def __init__(self, call: EmulatedCall, callee: Callee) -> None:
-        self.call = call
-        self.callee = callee
-        self.status = "queued"
-        self.webhooks: list[WebhookRecord] = []
-        self.twiml: str | None = None
-        self.verbs: list[Verb] = []
-        self.media: TwilioMediaClient | None = None
-        self.answered_by: str | None = None
-        self.answered_at: float | None = None
-        self.ended_at: float | None = None
-        self.duration: int | None = None
-        self.ended_by: str | None = None
-        self.errors: list[str] = []
-        self.warnings: list[str] = []
-        self.callee_error: BaseException | None = None
-        self.utterances: list[Utterance] = []
-        self.stream_started = asyncio.Event()
-        self.finished = asyncio.Event()
-        self._hangup = asyncio.Event()
-        self._hangup_by: str | None = None
-        self._sequence = 0
-        self._amd_sending = False
-
-    @property
-    def sid(self) -> str:
-        return self.call.sid
-
-    @property
-    def outcome(self) -> Outcome:
-        return self.callee.outcome
-
-    @property
-    def status_callbacks(self) -> list[WebhookRecord]:
-        return [w for w in self.webhooks if w.kind == "status"]
-
-    @property
-    def statuses_sent(self) -> list[str]:
-        return [w.params["CallStatus"] for w in self.status_callbacks]
-
-    @property
-    def amd_callbacks(self) -> list[WebhookRecord]:
-        return [w for w in self.webhooks if w.kind == "amd"]
-
-    async def hang_up(self) -> None:
-        """The callee hangs up (the network sends `stop` and completes the call)."""
-        self.request_hangup("callee")
-
-    def request_hangup(self, by: str) -> None:
-        if not self._hangup.is_set():
-            self._hangup_by = by
-            self._hangup.set()
-
-    async def wait_stream(self, timeout: float) -> TwilioMediaClient:  # noqa: ASYNC109
-        """The media client, once the stream is up."""
-        await asyncio.wait_for(self.stream_started.wait(), timeout)
-        assert self.media is not None
-        return self.media
 
 
 class PhoneNetwork:
@@ -245,7 +182,8 @@ class PhoneNetwork:
         except Exception as exc:
             log.exception("emulated call failed")
             active.errors.append(f"network error: {exc!r}")
-            self._end(active, outbox, "completed" if active.answered_at else "failed")
+            status = "completed" if active.answered_at is not None else "failed"
+            self._end(active, outbox, status, by="network-error")
         finally:
             outbox.put_nowait(None)
             with contextlib.suppress(asyncio.CancelledError):
@@ -284,8 +222,8 @@ class PhoneNetwork:
     async def _wait(self, active: ActiveEmulatedCall, seconds: float) -> bool:
         """Sleep `seconds`; False when a hang-up was requested meanwhile."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(active._hangup.wait(), max(0.0, seconds))
-        return not active._hangup.is_set()
+            await asyncio.wait_for(active.hangup_requested.wait(), max(0.0, seconds))
+        return not active.hangup_requested.is_set()
 
     def _end(
         self,
@@ -301,7 +239,7 @@ class PhoneNetwork:
         talked = 0.0
         if active.answered_at is not None:
             talked = (active.ended_at - active.answered_at) * self.playback_speed
-        active.duration = math.ceil(talked - 1e-9) if talked > 0 else 0
+        active.duration = int(talked + 0.5)
         active.call.status = active.status = status
         self._status(
             active,
@@ -332,11 +270,10 @@ class PhoneNetwork:
             active.call,
             self.account_sid,
             call_status,
-            active._sequence,
+            active.next_sequence(),
             duration=duration,
             sip_response_code=sip_response_code,
         )
-        active._sequence += 1
         method = hooks.webhook_method(active.call.get("StatusCallbackMethod"))
         outbox.put_nowait(_Outbound("status", method, url, params))
 
@@ -375,7 +312,7 @@ class PhoneNetwork:
             seconds = active.call.get("TimeLimit") or str(DEFAULT_TIME_LIMIT)
             limit = self._twilio_seconds(float(seconds))
         body = asyncio.create_task(self._conversation(active))
-        hangup = asyncio.create_task(active._hangup.wait())
+        hangup = asyncio.create_task(active.hangup_requested.wait())
         amd: asyncio.Task[None] | None = None
         detection = active.call.get("MachineDetection")
         if detection and active.call.get("AsyncAmd").lower() == "true":
@@ -387,7 +324,7 @@ class PhoneNetwork:
             if body in done:
                 ended_by = body.result()
             elif hangup in done:
-                ended_by = active._hangup_by or "server"
+                ended_by = active.hangup_by or "server"
             else:
                 ended_by = "time-limit"
         finally:
@@ -402,7 +339,7 @@ class PhoneNetwork:
 
     async def _settle_amd(self, active: ActiveEmulatedCall, amd: asyncio.Task[None]) -> None:
         """A detection still running is dropped with the call; one being sent completes."""
-        if not active._amd_sending:
+        if not active.amd_sending:
             amd.cancel()
         await asyncio.gather(amd, return_exceptions=True)
 
@@ -412,7 +349,7 @@ class PhoneNetwork:
         url = active.call.get("AsyncAmdStatusCallback")
         if not url:
             return
-        active._amd_sending = True
+        active.amd_sending = True
         duration_ms = round(self.amd_delay * 1000 * self.playback_speed)
         params = hooks.amd_params(active.call, self.account_sid, active.answered_by, duration_ms)
         method = hooks.webhook_method(active.call.get("AsyncAmdStatusCallbackMethod"))
