@@ -27,6 +27,7 @@ from caller_engine.replay.emulators import EmulatorOptions, Emulators
 from caller_engine.replay.progress import Progress
 from caller_engine.replay.report import (
     build_report,
+    caveats,
     evaluate_targets,
     format_tables,
     format_targets,
@@ -42,8 +43,8 @@ _PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_
 @dataclass(frozen=True)
 class BenchOptions:
     levels: tuple[int, ...] = DEFAULT_LEVELS
-    duration: float = 15.0
-    ramp: float = 50.0
+    duration: float = 20.0
+    ramp: float = 20.0
     out: Path = Path("bench/results.json")
     plot: Path | None = None
     pin: bool = True
@@ -200,10 +201,13 @@ async def run_bench(options: BenchOptions, out: TextIO | None = None) -> int:
             "modelPace": emulators.options.model_pace,
         },
     }
-    report = build_report(levels, config, targets=targets)
+    notes = caveats(levels)
+    report = build_report(levels, config, targets=targets, caveats=notes)
     print("\n" + format_tables(levels), file=out)
     print("\nTargets (informative; a benchmark never fails on timing):", file=out)
     print(format_targets(targets), file=out)
+    if notes:
+        print("\nCaveats:\n" + "\n".join(f"  {note}" for note in notes), file=out)
     code = finish_outputs(report, results, options.out, options.plot, out)
     shutil.rmtree(workdir, ignore_errors=True)
     return code

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 
 from caller_engine.bridge.capture import FORMAT_VERSION, SUFFIX
-from caller_engine.replay.scenario import CallerAudio, speech_end_indexes
+from caller_engine.replay.scenario import CallerAudio, find_utterances
 
 
 class CaptureError(ValueError):
@@ -31,7 +31,7 @@ class Capture:
         if max_duration_s is not None:
             keep = sum(1 for at in offsets if at < max_duration_s)
             frames, offsets = frames[:keep], offsets[:keep]
-        return CallerAudio(frames, offsets, speech_end_indexes(frames), f"capture:{self.path.name}")
+        return CallerAudio(frames, offsets, find_utterances(frames), f"capture:{self.path.name}")
 
 
 def parse_capture(text: str, path: Path) -> Capture:

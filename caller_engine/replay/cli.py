@@ -177,8 +177,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "on timing.",
     )
     bench.add_argument("--levels", type=_levels, default=[1, 50, 100, 200], metavar="N[,N...]")
-    bench.add_argument("--duration", type=_positive, default=15.0, help="seconds per call")
-    bench.add_argument("--ramp", type=_positive, default=50.0, help="calls started per second")
+    bench.add_argument("--duration", type=_positive, default=20.0, help="seconds per call")
+    bench.add_argument("--ramp", type=_positive, default=20.0, help="calls started per second")
     bench.add_argument("--out", type=Path, default=Path("bench/results.json"))
     bench.add_argument("--plot", type=Path, help="also write latency distributions (PNG)")
     bench.add_argument("--no-pin", action="store_true", help="do not pin the server to a CPU")

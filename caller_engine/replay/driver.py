@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import os
 import random
 import secrets
@@ -68,9 +69,9 @@ class LevelResult:
     samples: dict[str, list[float]]
 
 
-def steady_window(calls: list[CallProbe]) -> tuple[float, float, int] | None:
-    """(start, end, calls active throughout) of the span when every call was up; when that
-    span is under a second, the whole run with its mean concurrency."""
+def steady_window(calls: list[CallProbe]) -> tuple[float, float, int, bool] | None:
+    """(start, end, calls active, every call up throughout) of the span when every call
+    was up; when that span is under a second, the whole run with its mean concurrency."""
     spans = [
         (c.started_at, c.stopped_at)
         for c in calls
@@ -78,13 +79,13 @@ def steady_window(calls: list[CallProbe]) -> tuple[float, float, int] | None:
     ]
     if not spans:
         return None
-    start = max(s for s, _ in spans) + 0.5
-    end = min(e for _, e in spans) - 0.2
+    start = max(s for s, _ in spans)
+    end = min(e for _, e in spans)
     if end - start >= 1.0:
-        return start, end, len(spans)
+        return start, end, len(spans), True
     start, end = min(s for s, _ in spans), max(e for _, e in spans)
     busy = sum(e - s for s, e in spans)
-    return start, end, max(1, round(busy / max(end - start, 1e-9)))
+    return start, end, max(1, round(busy / max(end - start, 1e-9))), False
 
 
 class Driver:
@@ -112,6 +113,7 @@ class Driver:
         self._clients: dict[str, TwilioMediaClient] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._levels = 0
+        self.last_recorder: Recorder | None = None
         emulators.rest.on_call_updated.append(self._on_call_updated)
 
     async def __aenter__(self) -> Driver:
@@ -156,18 +158,24 @@ class Driver:
         self._levels += 1
         self.emulators.reset()
         recorder = Recorder(self.scenario.responses() if self.marked else None)
+        self.last_recorder = recorder
         model = self.emulators.model
         if model is not None:
             model.script_factory = recorder.new_script
             model.on_input_audio = recorder.on_input_audio
             model.on_server_event = recorder.on_server_event
             model.on_client_event = recorder.on_client_event
+        # Long collector passes over the driver's own heap would stall its loop and show as
+        # latency: what exists now is frozen out of collection for the level.
+        gc.collect()
+        gc.freeze()
         server = ProcSampler(self.server_pid) if self.server_pid else None
         driver = ProcSampler(os.getpid())
+        machine = ProcSampler(None)
         lag = LoopLag()
         loop = asyncio.get_running_loop()
         baseline = server.sample_now() if server else None
-        for sampler in (server, driver):
+        for sampler in (server, driver, machine):
             if sampler is not None:
                 sampler.start()
         lag.start()
@@ -191,14 +199,16 @@ class Driver:
                 await ticker
             await sender.stop()
             await lag.stop()
-            for sampler in (server, driver):
+            for sampler in (server, driver, machine):
                 if sampler is not None:
                     await sampler.stop()
             if model is not None:
                 model.on_input_audio = model.on_server_event = model.on_client_event = None
             await self._drain_background()
+            gc.unfreeze()
         self._progress_line(level, recorder, tasks, began, final=True)
-        figures = recorder.finish()
+        window = steady_window(recorder.calls)
+        figures = recorder.finish(window[:2] if window else None)
         samples = figures.pop("_samples")
         report: dict[str, Any] = {
             "concurrency": level.concurrency,
@@ -207,7 +217,12 @@ class Driver:
             "wallSeconds": round(loop.time() - began, 3),
             **figures,
         }
-        window = steady_window(recorder.calls)
+        if window is not None:
+            report["window"] = {
+                "seconds": round(window[1] - window[0], 3),
+                "activeCalls": window[2],
+                "allCallsUp": window[3],
+            }
         if server is not None and window is not None:
             report["server"] = _usage_report(
                 server, window, baseline.rss_bytes if baseline else None
@@ -217,6 +232,7 @@ class Driver:
                 **_usage_report(driver, window, None),
                 "loopLagMs": lag.summary(),
             }
+            report["machine"] = _machine_report(machine, window, report)
         return LevelResult(report, samples)
 
     async def _tick(
@@ -393,9 +409,9 @@ def parse_stream_twiml(text: str) -> tuple[str, dict[str, str]]:
 
 
 def _usage_report(
-    sampler: ProcSampler, window: tuple[float, float, int], baseline_rss: int | None
+    sampler: ProcSampler, window: tuple[float, float, int, bool], baseline_rss: int | None
 ) -> dict[str, Any]:
-    start, end, active = window
+    start, end, active, _ = window
     usage = sampler.usage(start, end)
     out: dict[str, Any] = {"pid": sampler.pid, "activeCalls": active}
     if usage is None:
@@ -411,3 +427,22 @@ def _usage_report(
         out["rssBaselineMb"] = round(baseline_rss / MB, 1)
         out["rssMbPerCall"] = round((usage.rss_bytes - baseline_rss) / active / MB, 3)
     return out
+
+
+def _machine_report(
+    sampler: ProcSampler, window: tuple[float, float, int, bool], report: dict[str, Any]
+) -> dict[str, Any]:
+    """CPU use of the whole machine in the window, and what other processes took: load
+    from outside the run makes the latency figures unreliable."""
+    usage = sampler.usage(window[0], window[1])
+    if usage is None:
+        return {}
+    server, driver = report.get("server") or {}, report.get("driver") or {}
+    ours = float(driver.get("cpuPercent") or 0.0)
+    if server.get("pid") != driver.get("pid"):
+        ours += float(server.get("cpuPercent") or 0.0)
+    return {
+        "cpuPercentAllCpus": usage.cpu_percent,
+        "otherProcessesCpuPercent": round(max(0.0, usage.cpu_percent - ours), 2),
+        "cpus": os.cpu_count(),
+    }

@@ -11,6 +11,7 @@ way. `Recorder.finish` turns what was seen into per-direction figures.
 from __future__ import annotations
 
 import base64
+import bisect
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,8 +27,7 @@ CALL_DONE = "response.function_call_arguments.done"
 # Frames sent (or emitted) this close to the end of a call may still be in flight at
 # hang-up: not counted as lost when they never arrive.
 END_GRACE_S = 0.3
-# A turn counts only when no agent audio arrived in this window before the caller stopped.
-TURN_QUIET_S = 0.2
+Timed = tuple[float, float]  # (loop time of the event, milliseconds)
 
 
 @dataclass
@@ -42,13 +42,13 @@ class CallProbe:
     error: str | None = None
     sent_at: list[float] = field(default_factory=list)  # by caller frame sequence number
     inbound: SequenceCheck = field(default_factory=SequenceCheck)
-    in_latency_ms: list[float] = field(default_factory=list)
-    out_transit_ms: list[float] = field(default_factory=list)
+    in_latency: list[Timed] = field(default_factory=list)  # (sent at, ms)
+    out_transit: list[Timed] = field(default_factory=list)  # (received at, ms)
     media_messages: int = 0
     clears: list[float] = field(default_factory=list)
     last_media_at: float | None = None
     pending_turn: float | None = None
-    turn_ms: list[float] = field(default_factory=list)
+    turns: list[Timed] = field(default_factory=list)  # (caller stopped at, ms)
 
 
 @dataclass
@@ -61,7 +61,7 @@ class SessionProbe:
     emitted: dict[int, tuple[float, str]] = field(default_factory=dict)  # seq → (at, response)
     arrived: SequenceCheck = field(default_factory=SequenceCheck)
     cancelled: dict[str, float] = field(default_factory=dict)  # response id → done at
-    tool_ms: list[float] = field(default_factory=list)
+    tools: list[Timed] = field(default_factory=list)  # (call emitted at, ms)
 
 
 def _ms(seconds: float) -> float:
@@ -107,10 +107,13 @@ class Recorder:
 
     # -- driver ----------------------------------------------------------------------------
 
-    def speech_end(self, call: CallProbe, at: float) -> None:
-        """The caller's last speech frame of an utterance went out at `at`."""
-        if call.last_media_at is None or call.last_media_at < at - TURN_QUIET_S:
-            call.pending_turn = at
+    def speech_end(self, call: CallProbe, started: float, ended: float) -> None:
+        """The caller said something from `started` to `ended` (send times of its first and
+        last frames). It counts as a turn when no agent audio arrived in its second half:
+        the agent was silent, or stopped when interrupted, rather than talking over it."""
+        quiet_from = started + (ended - started) / 2
+        if call.last_media_at is None or call.last_media_at < quiet_from:
+            call.pending_turn = ended
 
     # -- model emulator hooks ----------------------------------------------------------------
 
@@ -126,7 +129,8 @@ class Recorder:
                 continue
             self.frames_in += 1
             if marker.seq < len(call.sent_at):
-                call.in_latency_ms.append(_ms(at - call.sent_at[marker.seq]))
+                sent = call.sent_at[marker.seq]
+                call.in_latency.append((sent, _ms(at - sent)))
 
     def on_server_event(
         self, session: EmulatedRealtimeSession, event: dict[str, Any], at: float
@@ -157,7 +161,7 @@ class Recorder:
         pending = self._pending_tools.pop(str(item.get("call_id")), None)
         if pending is not None:
             started, probe = pending
-            probe.tool_ms.append(_ms(at - started))
+            probe.tools.append((started, _ms(at - started)))
 
     # -- media client hooks ----------------------------------------------------------------
 
@@ -167,7 +171,7 @@ class Recorder:
         if call.first_audio_at is None:
             call.first_audio_at = at
         if call.pending_turn is not None:
-            call.turn_ms.append(_ms(at - call.pending_turn))
+            call.turns.append((call.pending_turn, _ms(at - call.pending_turn)))
             call.pending_turn = None
         timed = False
         for marker in markers.find(ulaw):
@@ -182,7 +186,7 @@ class Recorder:
             if not timed:
                 emitted = probe.emitted.get(marker.seq)
                 if emitted is not None:
-                    call.out_transit_ms.append(_ms(at - emitted[0]))
+                    call.out_transit.append((at, _ms(at - emitted[0])))
                     timed = True
 
     def on_clear(self, call: CallProbe, at: float) -> None:
@@ -190,73 +194,83 @@ class Recorder:
 
     # -- results ---------------------------------------------------------------------------
 
-    def finish(self) -> dict[str, Any]:
-        """Per-direction figures over every call of the run."""
+    def finish(self, window: tuple[float, float] | None = None) -> dict[str, Any]:
+        """Per-direction figures. With `window` (loop times), latency figures count only
+        events inside it (the span when every call was up), and `wholeRun` keeps the
+        figures of every sample, ramp-up and hang-ups included; loss and the greeting
+        always cover every call."""
+        start, end = window or (float("-inf"), float("inf"))
+
+        def inside(samples: list[Timed]) -> list[float]:
+            return [ms for at, ms in samples if start <= at <= end]
+
         sessions_by_call: dict[int, list[SessionProbe]] = {}
         for probe in self.sessions.values():
             if probe.call is not None:
                 sessions_by_call.setdefault(probe.call, []).append(probe)
-        in_lat: list[float] = []
-        out_lat: list[float] = []
-        out_jitter: list[float] = []
-        greeting: list[float] = []
-        clear_ms: list[float] = []
-        tool_ms: list[float] = []
-        turn_ms: list[float] = []
-        inbound = {"sent": 0, "received": 0, "lost": 0, "reordered": 0, "duplicated": 0}
-        outbound = {
-            "sent": 0,
-            "received": 0,
-            "lost": 0,
-            "reordered": 0,
-            "duplicated": 0,
-            "staleForwarded": 0,
+        series: dict[str, list[float]] = {
+            key: []
+            for key in (
+                "callerToModel",
+                "modelToCaller",
+                "jitter",
+                "greeting",
+                "speechStartedToClear",
+                "toolRoundTrip",
+                "turnLatency",
+            )
         }
+        whole: dict[str, list[float]] = {"callerToModel": [], "modelToCaller": []}
+        inbound = dict.fromkeys(("sent", "received", "lost", "reordered", "duplicated"), 0)
+        outbound = dict.fromkeys(
+            ("sent", "received", "lost", "reordered", "duplicated", "staleForwarded"), 0
+        )
         errors: list[str] = []
         for call in self.calls:
             if call.error:
                 errors.append(f"{call.callback_id}: {call.error}")
-            in_lat += call.in_latency_ms
-            out_lat += call.out_transit_ms
-            out_jitter += jitter(call.out_transit_ms)
-            turn_ms += call.turn_ms
+            series["callerToModel"] += inside(call.in_latency)
+            series["modelToCaller"] += inside(call.out_transit)
+            whole["callerToModel"] += [ms for _, ms in call.in_latency]
+            whole["modelToCaller"] += [ms for _, ms in call.out_transit]
+            series["jitter"] += inside(jitter(call.out_transit))
+            series["turnLatency"] += inside(call.turns)
             if call.started_at is not None and call.first_audio_at is not None:
-                greeting.append(_ms(call.first_audio_at - call.started_at))
+                series["greeting"].append(_ms(call.first_audio_at - call.started_at))
             _count_inbound(call, inbound)
             probes = sessions_by_call.get(call.index, [])
             starts = sorted(at for probe in probes for at in probe.speech_started)
-            clear_ms += clear_latencies(starts, call.clears)
+            series["speechStartedToClear"] += inside(clear_latencies(starts, call.clears))
             for probe in probes:
-                tool_ms += probe.tool_ms
+                series["toolRoundTrip"] += inside(probe.tools)
                 _count_outbound(probe, call.stopped_at, outbound)
         return {
             "calls": len(self.calls),
             "failedCalls": sum(1 for call in self.calls if call.error),
-            "callerToModel": {**summarize(in_lat), **inbound},
-            "modelToCaller": {**summarize(out_lat), **outbound, "jitter": summarize(out_jitter)},
-            "greeting": summarize(greeting),
-            "speechStartedToClear": summarize(clear_ms),
-            "toolRoundTrip": summarize(tool_ms),
-            "turnLatency": summarize(turn_ms),
+            "callerToModel": {**summarize(series["callerToModel"]), **inbound},
+            "modelToCaller": {
+                **summarize(series["modelToCaller"]),
+                **outbound,
+                "jitter": summarize(series["jitter"]),
+            },
+            "greeting": summarize(series["greeting"]),
+            "speechStartedToClear": summarize(series["speechStartedToClear"]),
+            "toolRoundTrip": summarize(series["toolRoundTrip"]),
+            "turnLatency": summarize(series["turnLatency"]),
+            "wholeRun": {key: summarize(values) for key, values in whole.items()},
             "histograms": {
-                "callerToModel": histogram(in_lat),
-                "modelToCaller": histogram(out_lat),
+                "callerToModel": histogram(series["callerToModel"]),
+                "modelToCaller": histogram(series["modelToCaller"]),
             },
             "errors": errors[:20],
-            "_samples": {
-                "callerToModel": in_lat,
-                "modelToCaller": out_lat,
-                "greeting": greeting,
-                "speechStartedToClear": clear_ms,
-                "toolRoundTrip": tool_ms,
-                "turnLatency": turn_ms,
-            },
+            "_samples": series,
         }
 
 
-def clear_latencies(speech_started: list[float], clears: list[float]) -> list[float]:
-    """For each clear, ms since the latest speech_started before it (sorted inputs)."""
-    out: list[float] = []
+def clear_latencies(speech_started: list[float], clears: list[float]) -> list[Timed]:
+    """For each clear, (its time, ms since the latest speech_started before it); inputs
+    sorted. A clear with no speech_started since the previous clear is not counted."""
+    out: list[Timed] = []
     index = 0
     latest: float | None = None
     for clear in sorted(clears):
@@ -264,8 +278,8 @@ def clear_latencies(speech_started: list[float], clears: list[float]) -> list[fl
             latest = speech_started[index]
             index += 1
         if latest is not None:
-            out.append(_ms(clear - latest))
-            latest = None  # one clear per speech_started
+            out.append((clear, _ms(clear - latest)))
+            latest = None
     return out
 
 
@@ -285,12 +299,17 @@ def _count_inbound(call: CallProbe, totals: dict[str, int]) -> None:
 def _count_outbound(probe: SessionProbe, stopped_at: float | None, totals: dict[str, int]) -> None:
     horizon = (stopped_at or float("inf")) - END_GRACE_S
     starts = sorted(probe.speech_started)
+    # A response cancelled by a barge-in: frames emitted from that speech_started on are late
+    # deltas, which the bridge must drop.
+    cut_at = {
+        response_id: bisect.bisect_right(starts, done)
+        for response_id, done in probe.cancelled.items()
+    }
     for seq, (at, response_id) in probe.emitted.items():
         if at > horizon:
             continue
-        done = probe.cancelled.get(response_id)
-        if done is not None and any(start <= at <= done for start in starts):
-            # A late delta of an interrupted response: the bridge must drop it.
+        cut = cut_at.get(response_id)
+        if cut and at >= starts[cut - 1]:
             if probe.arrived.has(seq):
                 totals["staleForwarded"] += 1
             continue

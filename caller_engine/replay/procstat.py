@@ -40,9 +40,24 @@ class Sample:
     rss_bytes: int
 
 
-def read_sample(pid: int, at: float) -> Sample | None:
-    base = Path("/proc") / str(pid)
+def parse_system_stat(text: str, ticks_per_second: int = CLOCK_TICKS) -> float:
+    """CPU seconds spent busy by all CPUs together, from the `cpu` line of /proc/stat
+    (everything but idle and iowait)."""
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            values = [int(v) for v in line.split()[1:]]
+            idle = values[3] + (values[4] if len(values) > 4 else 0)
+            # guest time is already counted in user/nice
+            return (sum(values[:8]) - idle) / ticks_per_second
+    raise ValueError("no cpu line")
+
+
+def read_sample(pid: int | None, at: float) -> Sample | None:
+    """A sample of process `pid`, or of the whole machine (rss 0) when pid is None."""
     try:
+        if pid is None:
+            return Sample(at, parse_system_stat(Path("/proc/stat").read_text()), 0)
+        base = Path("/proc") / str(pid)
         cpu = parse_stat((base / "stat").read_text())
         rss = parse_rss((base / "status").read_text())
     except (OSError, ValueError, IndexError):
@@ -59,7 +74,10 @@ class Usage:
 
 
 class ProcSampler:
-    def __init__(self, pid: int, interval: float = 0.25) -> None:
+    """Samples process `pid`, or with pid None the whole machine (CPU % of one core summed
+    over all CPUs; no RSS)."""
+
+    def __init__(self, pid: int | None, interval: float = 0.25) -> None:
         self.pid = pid
         self.interval = interval
         self.samples: list[Sample] = []
@@ -67,7 +85,8 @@ class ProcSampler:
 
     @property
     def available(self) -> bool:
-        return (Path("/proc") / str(self.pid) / "stat").exists()
+        path = Path("/proc/stat") if self.pid is None else Path("/proc") / str(self.pid) / "stat"
+        return path.exists()
 
     def sample_now(self) -> Sample | None:
         sample = read_sample(self.pid, asyncio.get_running_loop().time())
@@ -77,7 +96,7 @@ class ProcSampler:
 
     def start(self) -> None:
         if self._task is None and self.available:
-            self._task = asyncio.create_task(self._run(), name=f"procstat-{self.pid}")
+            self._task = asyncio.create_task(self._run(), name=f"procstat-{self.pid or 'all'}")
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -142,15 +142,19 @@ def resource_table(levels: Sequence[dict[str, Any]]) -> str:
         "CPU % per call",
         "RSS MB",
         "RSS MB per call",
+        "whole run p99/max ms in",
+        "whole run p99/max ms out",
         "turn latency p50/p99 ms",
         "failed calls",
         "driver CPU %",
         "driver lag p99 ms",
+        "other processes CPU %",
     ]
     rows = []
     for level in levels:
         server = level.get("server") or {}
         driver = level.get("driver") or {}
+        whole = level.get("wholeRun") or {}
         rows.append(
             [
                 str(level.get("concurrency")),
@@ -158,10 +162,13 @@ def resource_table(levels: Sequence[dict[str, Any]]) -> str:
                 _num(server.get("cpuPercentPerCall")),
                 _num(server.get("rssMb")),
                 _num(server.get("rssMbPerCall")),
+                _pcts(whole.get("callerToModel"), ("p99", "max")),
+                _pcts(whole.get("modelToCaller"), ("p99", "max")),
                 _pcts(level.get("turnLatency"), SHORT),
                 str(level.get("failedCalls", 0)),
                 _num(driver.get("cpuPercent")),
                 _num((driver.get("loopLagMs") or {}).get("p99")),
+                _num((level.get("machine") or {}).get("otherProcessesCpuPercent")),
             ]
         )
     return _table(header, rows)
@@ -218,3 +225,27 @@ def format_targets(targets: Sequence[dict[str, Any]]) -> str:
             f"  {mark} {t['calls']:>4} calls  {t['target']}: {_num(t['value'])} (≤ {t['limit']:g})"
         )
     return "\n".join(lines)
+
+
+NOISE_CPU_PERCENT = 10.0
+SATURATED_DRIVER_PERCENT = 85.0
+
+
+def caveats(levels: Sequence[dict[str, Any]]) -> list[str]:
+    """Conditions that make a level's latency figures unreliable."""
+    notes = []
+    for level in levels:
+        calls = level.get("concurrency")
+        other = (level.get("machine") or {}).get("otherProcessesCpuPercent")
+        if isinstance(other, int | float) and other > NOISE_CPU_PERCENT:
+            notes.append(
+                f"{calls} calls: other processes used {other:.0f} % of a CPU during the "
+                "measurement; rerun on a quiet machine"
+            )
+        driver = (level.get("driver") or {}).get("cpuPercent")
+        if isinstance(driver, int | float) and driver > SATURATED_DRIVER_PERCENT:
+            notes.append(
+                f"{calls} calls: the load driver itself used {driver:.0f} % of its CPU, so its "
+                "own delays are part of these latencies"
+            )
+    return notes

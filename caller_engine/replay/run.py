@@ -20,7 +20,7 @@ from caller_engine.replay.driver import Driver, Level, LevelResult, Target
 from caller_engine.replay.emulators import EmulatorOptions, Emulators
 from caller_engine.replay.plot import PlotUnavailable, plot_latency
 from caller_engine.replay.progress import Progress
-from caller_engine.replay.report import build_report, format_tables, write_report
+from caller_engine.replay.report import build_report, caveats, format_tables, write_report
 from caller_engine.replay.scenario import CallerAudio, Scenario, spoken_audio, synthetic_audio
 
 
@@ -124,8 +124,12 @@ async def run_replay(options: ReplayOptions, out: TextIO | None = None) -> int:
                 results.append(await driver.run_level(Level(concurrency, total, options.ramp)))
     finally:
         await emulators.stop()
-    report = build_report([r.report for r in results], report_config(options, audio))
-    print("\n" + format_tables(report["levels"]), file=out)
+    levels = [r.report for r in results]
+    notes = caveats(levels)
+    report = build_report(levels, report_config(options, audio), caveats=notes)
+    print("\n" + format_tables(levels), file=out)
+    for note in notes:
+        print(f"  caveat: {note}", file=out)
     return finish_outputs(report, results, options.out, options.plot, out)
 
 

@@ -106,39 +106,46 @@ class Scenario:
 
 @dataclass(frozen=True)
 class CallerAudio:
-    """One call's caller side: frames, their send offsets (s), where speech ends (frame
-    indexes of the last speech frame of each utterance) and where it came from."""
+    """One call's caller side: frames, their send offsets (s), the utterances in it (index
+    of the last loud frame → index of the first) and where it came from."""
 
     frames: list[bytes]
     offsets: list[float]
-    speech_ends: frozenset[int]
+    utterances: dict[int, int]
     source: str
 
     @property
     def duration_s(self) -> float:
         return self.offsets[-1] + FRAME_S if self.offsets else 0.0
 
+    @property
+    def speech_ends(self) -> frozenset[int]:
+        return frozenset(self.utterances)
 
-def speech_end_indexes(
+
+def find_utterances(
     frames: list[bytes], threshold: float = SPEECH_THRESHOLD, silence_frames: int = 25
-) -> frozenset[int]:
-    """Indexes of the last loud frame of each utterance: loud frames followed by at least
-    `silence_frames` quiet ones (or the end of the audio)."""
-    ends: set[int] = set()
-    last_loud: int | None = None
+) -> dict[int, int]:
+    """Utterances as {last loud frame: first loud frame}: loud frames up to a run of at
+    least `silence_frames` quiet ones (or the end of the audio)."""
+    found: dict[int, int] = {}
+    first: int | None = None
+    last = 0
     quiet = 0
     for index, frame in enumerate(frames):
         if mulaw.frame_energy(frame) > threshold:
-            last_loud = index
+            if first is None:
+                first = index
+            last = index
             quiet = 0
             continue
         quiet += 1
-        if last_loud is not None and quiet >= silence_frames:
-            ends.add(last_loud)
-            last_loud = None
-    if last_loud is not None:
-        ends.add(last_loud)
-    return frozenset(ends)
+        if first is not None and quiet >= silence_frames:
+            found[last] = first
+            first = None
+    if first is not None:
+        found[last] = first
+    return found
 
 
 def synthetic_audio(scenario: Scenario, duration_ms: int) -> CallerAudio:
@@ -155,12 +162,14 @@ def synthetic_audio(scenario: Scenario, duration_ms: int) -> CallerAudio:
             frames.append(SILENT_FRAME)
             run = 0
     offsets = [index * FRAME_S for index in range(len(frames))]
-    ends = frozenset(
-        index
-        for index, loud in enumerate(pattern)
-        if loud and (index + 1 == len(pattern) or not pattern[index + 1])
-    )
-    return CallerAudio(frames, offsets, ends, "synthetic")
+    utterances: dict[int, int] = {}
+    first = 0
+    for index, loud in enumerate(pattern):
+        if loud and (index == 0 or not pattern[index - 1]):
+            first = index
+        if loud and (index + 1 == len(pattern) or not pattern[index + 1]):
+            utterances[index] = first
+    return CallerAudio(frames, offsets, utterances, "synthetic")
 
 
 def spoken_audio(duration_ms: int, first_wait_ms: int = 4000, gap_ms: int = 6000) -> CallerAudio:
@@ -178,7 +187,7 @@ def spoken_audio(duration_ms: int, first_wait_ms: int = 4000, gap_ms: int = 6000
         for at in range(0, len(audio), FRAME_BYTES)
     ]
     offsets = [index * FRAME_S for index in range(len(frames))]
-    return CallerAudio(frames, offsets, speech_end_indexes(frames), "clips")
+    return CallerAudio(frames, offsets, find_utterances(frames), "clips")
 
 
 @dataclass

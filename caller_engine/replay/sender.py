@@ -133,8 +133,9 @@ class FrameSender:
         except ConnectionError as exc:
             probe.error = probe.error or f"send failed: {exc}"
             return False
-        if seq in player.audio.speech_ends:
-            self.recorder.speech_end(probe, at)
+        first = player.audio.utterances.get(seq)
+        if first is not None and first < len(probe.sent_at):
+            self.recorder.speech_end(probe, probe.sent_at[first], at)
         player.index += 1
         return player.index < len(player.audio.frames)
 

@@ -72,9 +72,10 @@ def histogram(values: Iterable[float]) -> dict[str, Any]:
     }
 
 
-def jitter(transits: Sequence[float]) -> list[float]:
-    """|Δ transit time| between consecutive packets (RFC 3550's D(i-1, i)), per packet."""
-    return [abs(b - a) for a, b in itertools.pairwise(transits)]
+def jitter(transits: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(time, |Δ transit|) between consecutive packets given as (time, transit): RFC 3550's
+    D(i-1, i), dated by the later packet."""
+    return [(b[0], abs(b[1] - a[1])) for a, b in itertools.pairwise(transits)]
 
 
 @dataclass

@@ -1,0 +1,153 @@
+"""Load replay end to end: a real server on loopback, replay's own emulators, a few calls."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from caller_engine.bridge.capture import FORMAT_VERSION, frame_line
+from caller_engine.cli import build_parser
+from caller_engine.replay import cli as replay_cli
+from caller_engine.replay import markers
+from caller_engine.replay.captures import load_capture
+from caller_engine.replay.driver import Driver, Level, Target
+from caller_engine.replay.emulators import EmulatorOptions, Emulators
+from caller_engine.replay.scenario import SILENT_FRAME, Scenario, synthetic_audio
+from caller_engine.sim.server import LoopbackServer
+from caller_engine.web.app import create_app
+from tests.bridge_env import free_port
+from tests.conftest import ACCOUNT_SID, API_KEY, AUTH_TOKEN, make_settings
+
+# One compact cycle: greeting, barge-in, reply with a tool call, follow-up, caller again.
+SCENARIO = Scenario(
+    long_ms=1200,
+    barge_at_ms=300,
+    speech_ms=200,
+    vad_silence_ms=200,
+    reply_ms=300,
+    followup_ms=300,
+    gap_ms=100,
+)
+
+
+@asynccontextmanager
+async def replay_target(**settings: Any) -> AsyncIterator[tuple[Emulators, Target]]:
+    emulators = Emulators(EmulatorOptions(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN))
+    await emulators.start()
+    env = {name.lower(): value for name, value in emulators.server_env().items()}
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = create_app(
+        make_settings(base_url=base, vad_silence_ms=SCENARIO.vad_silence_ms, **env, **settings)
+    )
+    server = LoopbackServer(app)
+    await server.start(port)
+    try:
+        yield emulators, Target(base, AUTH_TOKEN, ACCOUNT_SID, API_KEY)
+    finally:
+        await server.stop()
+        await emulators.stop()
+
+
+async def test_replay_markers_round_trip_and_report_fields() -> None:
+    # One cycle, and time for the answer to the caller's second line (before the next
+    # barge-in, which would start at cycle + 300 ms).
+    audio = synthetic_audio(SCENARIO, SCENARIO.cycle_ms + 300)
+    async with replay_target() as (emulators, target):
+        pid = os.getpid()
+        async with Driver(target, emulators, [audio], scenario=SCENARIO, server_pid=pid) as driver:
+            await driver.wait_for_server(5)
+            result = await driver.run_level(Level(concurrency=3, total=3, ramp_per_s=50))
+        recorder = driver.last_recorder
+    assert recorder is not None
+    report = result.report
+    assert report["calls"] == 3 and report["failedCalls"] == 0, report["errors"]
+    assert report["concurrency"] == 3
+    # Every caller frame reached the model once and in order; model audio the same way.
+    inbound, outbound = report["callerToModel"], report["modelToCaller"]
+    assert inbound["lost"] == outbound["lost"] == 0
+    assert inbound["duplicated"] == inbound["reordered"] == outbound["reordered"] == 0
+    assert outbound["staleForwarded"] == 0
+    assert inbound["sent"] > 0 and inbound["received"] >= inbound["sent"]
+    assert outbound["sent"] > 0 and outbound["received"] >= outbound["sent"]
+    for call in recorder.calls:
+        assert call.inbound.received == len(call.sent_at) == len(audio.frames)
+        assert call.inbound.highest == len(audio.frames) - 1
+        assert len(call.in_latency) == len(audio.frames)
+        assert call.out_transit and all(ms >= 0 for _, ms in call.out_transit)
+    everything = recorder.finish()
+    # One greeting, one barge-in (speech_started → clear) and one tool round trip per call.
+    assert everything["greeting"]["count"] == 3
+    assert everything["speechStartedToClear"]["count"] == 3
+    assert everything["toolRoundTrip"]["count"] == 3
+    assert everything["turnLatency"]["count"] >= 1  # answers to the caller's lines
+    assert everything["callerToModel"]["count"] == 3 * len(audio.frames)
+    for key in ("callerToModel", "modelToCaller", "greeting", "speechStartedToClear"):
+        summary = everything[key]
+        assert summary["p50"] <= summary["p95"] <= summary["p99"] <= summary["max"]
+    assert len(emulators.rest.messages) == 3  # the scripted send_sms ran on every call
+    for key in ("callerToModel", "modelToCaller", "wholeRun", "histograms", "window"):
+        assert key in report
+    assert {"p50", "p95", "p99", "max", "count"} <= set(report["callerToModel"])
+    assert {"p50", "p95", "p99", "max", "count"} <= set(report["modelToCaller"]["jitter"])
+    assert report["server"]["pid"] == os.getpid()
+    assert report["server"]["cpuPercent"] >= 0 and report["server"]["rssMb"] > 0
+    assert "loopLagMs" in report["driver"]
+    assert set(result.samples) >= {"callerToModel", "modelToCaller", "speechStartedToClear"}
+
+
+def _write_capture(path: Path, arrivals_ms: list[float]) -> None:
+    header = {"v": FORMAT_VERSION, "callbackId": "cap-1", "encoding": "audio/x-mulaw"}
+    lines = [orjson.dumps(header).decode()]
+    payload = base64.b64encode(SILENT_FRAME).decode()
+    lines += [frame_line(t, i * 20, payload).strip() for i, t in enumerate(arrivals_ms)]
+    lines.append(orjson.dumps({"end": 1000.0, "frames": len(arrivals_ms)}).decode())
+    path.write_text("\n".join(lines) + "\n")
+
+
+async def test_captures_replay_with_their_original_timing(tmp_path: Path) -> None:
+    arrivals = [5.0, 25.0, 45.0, 305.0, 325.0, 345.0]  # a 240 ms gap, as networks have
+    path = tmp_path / "cap-1.jsonl"
+    _write_capture(path, arrivals)
+    audio = load_capture(path).audio()
+    async with replay_target() as (emulators, target):
+        async with Driver(target, emulators, [audio], scenario=SCENARIO) as driver:
+            result = await driver.run_level(Level(concurrency=1, total=1, ramp_per_s=10))
+        recorder = driver.last_recorder
+    assert recorder is not None and result.report["failedCalls"] == 0
+    [call] = recorder.calls
+    assert call.inbound.received == len(arrivals)
+    # No frame leaves before its captured time (the sender's slack is 1 ms): the 240 ms gap
+    # is kept instead of being closed up into a steady 20 ms stream.
+    sent = [at - call.sent_at[0] for at in call.sent_at]
+    expected = [(t - arrivals[0]) / 1000 for t in arrivals]
+    assert all(s >= e - 0.0011 for s, e in zip(sent, expected, strict=True))
+    assert sent[3] >= 0.3 - 0.0011
+    # markers were stamped on the captured frames for the emulator to read
+    assert all(markers.first(markers.stamp(f, 0, 0)) == (0, 0) for f in audio.frames)
+
+
+def test_replay_and_bench_are_commands() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["replay", "--calls", "1,5", "--duration", "3", "--model", "external"])
+    assert args.calls == [1, 5] and args.duration == 3.0 and args.model == "external"
+    args = parser.parse_args(["bench", "--levels", "1,2", "--duration", "2"])
+    assert args.levels == [1, 2] and args.func is not None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["replay", "--calls", "0"])
+
+
+def test_plot_without_matplotlib_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setattr("caller_engine.replay.plot.available", lambda: False)
+    args = build_parser().parse_args(["bench", "--plot", str(tmp_path / "p.png")])
+    assert replay_cli._bench(args) == 2
+    assert "pip install 'caller-engine[plot]'" in capsys.readouterr().err
