@@ -1,10 +1,10 @@
 """Google's OAuth 2.0 token endpoint for service accounts (JWT bearer grant), emulated.
 
 The assertion must be an RS256 JWT signed with the private key of a registered service
-account, addressed (`aud`) to Google's token endpoint (or this one), short-lived, and carry a `scope`. With a `sub`
-claim (domain-wide delegation) every requested scope must have been delegated to the
-account. Issued access tokens remember the account, scopes and subject so the API handlers
-can check them.
+account, addressed (`aud`) to Google's token endpoint (or this one), short-lived, and carry
+a `scope`. With a `sub` claim (domain-wide delegation) every requested scope must have been
+delegated to the account. Issued access tokens remember the account, scopes and subject
+so the API handlers can check them.
 """
 
 from __future__ import annotations
