@@ -442,7 +442,9 @@ def _machine_report(
     if server.get("pid") != driver.get("pid"):
         ours += float(server.get("cpuPercent") or 0.0)
     return {
-        "cpuPercentAllCpus": usage.cpu_percent,
+        "processesCpuPercent": usage.cpu_percent,
         "otherProcessesCpuPercent": round(max(0.0, usage.cpu_percent - ours), 2),
+        "interruptsCpuPercent": usage.irq_percent,
+        "stealCpuPercent": usage.steal_percent,
         "cpus": os.cpu_count(),
     }

@@ -36,19 +36,25 @@ def parse_rss(text: str) -> int:
 @dataclass(frozen=True, slots=True)
 class Sample:
     at: float  # loop time
-    cpu_seconds: float
+    cpu_seconds: float  # process: user + system; machine: user + nice + system, all CPUs
     rss_bytes: int
+    irq_seconds: float = 0.0  # machine only: interrupt and softirq time (network stack)
+    steal_seconds: float = 0.0  # machine only: time the hypervisor gave to others
 
 
-def parse_system_stat(text: str, ticks_per_second: int = CLOCK_TICKS) -> float:
-    """CPU seconds spent busy by all CPUs together, from the `cpu` line of /proc/stat
-    (everything but idle and iowait)."""
+def parse_system_stat(text: str, ticks_per_second: int = CLOCK_TICKS) -> tuple[float, float, float]:
+    """(process time, irq + softirq time, steal time) in CPU seconds over all CPUs, from
+    the `cpu` line of /proc/stat. Process time (user + nice + system) is what processes
+    are charged for; interrupt work is not charged to any process."""
     for line in text.splitlines():
         if line.startswith("cpu "):
-            values = [int(v) for v in line.split()[1:]]
-            idle = values[3] + (values[4] if len(values) > 4 else 0)
-            # guest time is already counted in user/nice
-            return (sum(values[:8]) - idle) / ticks_per_second
+            values = [int(v) for v in line.split()[1:]] + [0] * 8
+            user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
+            return (
+                (user + nice + system) / ticks_per_second,
+                (irq + softirq) / ticks_per_second,
+                steal / ticks_per_second,
+            )
     raise ValueError("no cpu line")
 
 
@@ -56,7 +62,8 @@ def read_sample(pid: int | None, at: float) -> Sample | None:
     """A sample of process `pid`, or of the whole machine (rss 0) when pid is None."""
     try:
         if pid is None:
-            return Sample(at, parse_system_stat(Path("/proc/stat").read_text()), 0)
+            busy, irq, steal = parse_system_stat(Path("/proc/stat").read_text())
+            return Sample(at, busy, 0, irq, steal)
         base = Path("/proc") / str(pid)
         cpu = parse_stat((base / "stat").read_text())
         rss = parse_rss((base / "status").read_text())
@@ -71,6 +78,8 @@ class Usage:
     rss_bytes: int  # mean over the window
     rss_peak_bytes: int
     window_s: float
+    irq_percent: float = 0.0
+    steal_percent: float = 0.0
 
 
 class ProcSampler:
@@ -119,9 +128,19 @@ class ProcSampler:
             return None
         first, last = inside[0], inside[-1]
         window = last.at - first.at
-        cpu = (last.cpu_seconds - first.cpu_seconds) / window * 100
+
+        def percent(value: float) -> float:
+            return round(value / window * 100, 2)
+
         rss = [s.rss_bytes for s in inside]
-        return Usage(round(cpu, 2), sum(rss) // len(rss), max(rss), round(window, 3))
+        return Usage(
+            percent(last.cpu_seconds - first.cpu_seconds),
+            sum(rss) // len(rss),
+            max(rss),
+            round(window, 3),
+            percent(last.irq_seconds - first.irq_seconds),
+            percent(last.steal_seconds - first.steal_seconds),
+        )
 
     def rss_before(self, at: float) -> int | None:
         """RSS of the last sample taken at or before `at`."""

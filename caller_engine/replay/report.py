@@ -242,6 +242,12 @@ def caveats(levels: Sequence[dict[str, Any]]) -> list[str]:
                 f"{calls} calls: other processes used {other:.0f} % of a CPU during the "
                 "measurement; rerun on a quiet machine"
             )
+        steal = (level.get("machine") or {}).get("stealCpuPercent")
+        if isinstance(steal, int | float) and steal > NOISE_CPU_PERCENT:
+            notes.append(
+                f"{calls} calls: the hypervisor took {steal:.0f} % of a CPU (steal time) "
+                "during the measurement"
+            )
         driver = (level.get("driver") or {}).get("cpuPercent")
         if isinstance(driver, int | float) and driver > SATURATED_DRIVER_PERCENT:
             notes.append(

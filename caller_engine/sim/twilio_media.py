@@ -419,7 +419,8 @@ class TwilioMediaClient:
             due = self._playback.next_due()
             wait = None if due is None else max(0.0, due - loop.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._player_wake.wait(), wait)
+                async with asyncio.timeout(wait):  # no extra task per wake-up (wait_for makes one)
+                    await self._player_wake.wait()
             self._player_wake.clear()
             echoes = self._playback.advance(loop.time())
             try:
