@@ -422,3 +422,33 @@ async def test_machine_answer_before_the_stream_waits_for_it() -> None:
             headers={"X-Twilio-Signature": sign_twilio_request(AUTH_TOKEN, url, params)},
         )
         assert env.rest.calls[call_sid].status == "queued"  # nobody hung up yet
+
+
+async def test_machine_answer_between_twiml_and_stream_is_acted_on() -> None:
+    from caller_engine.telephony.signature import sign_twilio_request
+
+    async with bridge_env(script(ScriptedResponse(text="Hi.", audio=b"\x11" * 16000))) as env:
+        env.stop_stream_on_hangup()
+        call_sid = await env.initiate("cb-between")
+        url, params = await env.fetch_twiml("cb-between", call_sid)  # record read and cached
+        amd_url = f"{env.base}/webhooks/amd?callbackId=cb-between"
+        amd = {"CallSid": call_sid, "AccountSid": ACCOUNT_SID, "AnsweredBy": "machine_start"}
+        await env.http.post(
+            amd_url,
+            data=amd,
+            headers={"X-Twilio-Signature": sign_twilio_request(AUTH_TOKEN, amd_url, amd)},
+        )
+        client = TwilioMediaClient(
+            url,
+            auth_token=AUTH_TOKEN,
+            call_sid=call_sid,
+            account_sid=ACCOUNT_SID,
+            custom_parameters=params,
+            playback_speed=1.0,
+            session=env.http,
+        )
+        await client.connect()
+        env.clients.append(client)
+        await asyncio.wait_for(client.closed.wait(), 5)
+        result = await env.result("cb-between")
+        assert result.status == "voicemail"

@@ -66,7 +66,7 @@ class Bridge:
         record = await self.store.get(callback_id)
         agent = record.agent if record is not None else AgentOverrides()
         config = session_config(self.settings, agent, self.tools_for(agent))
-        self.prewarmer.start(call_sid, config)
+        self.prewarmer.start(call_sid, config, record)
 
     async def handle(self, ws: web.WebSocketResponse, hint: str | None) -> None:
         await CallSession(self, ws, hint).run()

@@ -8,30 +8,40 @@ timeout is closed.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from loguru import logger
 
+from caller_engine.calls.models import CallRecord
 from caller_engine.realtime.base import RealtimeConnector, RealtimeSession, SessionConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Warm:
+    """A model session being opened for a call, and the call's record as read then."""
+
+    session: asyncio.Task[RealtimeSession]
+    record: CallRecord | None
 
 
 class Prewarmer:
     def __init__(self, connector: RealtimeConnector, timeout: float) -> None:
         self.connector = connector
         self.timeout = timeout
-        self._warm: dict[str, tuple[asyncio.Task[RealtimeSession], asyncio.TimerHandle]] = {}
+        self._warm: dict[str, tuple[Warm, asyncio.TimerHandle]] = {}
         self._discarding: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._warm)
 
-    def start(self, call_sid: str, config: SessionConfig) -> None:
+    def start(self, call_sid: str, config: SessionConfig, record: CallRecord | None) -> None:
         if call_sid in self._warm:
             return
         task = asyncio.create_task(self.connector.connect(config), name=f"prewarm-{call_sid}")
         timer = asyncio.get_running_loop().call_later(self.timeout, self._expire, call_sid)
-        self._warm[call_sid] = (task, timer)
+        self._warm[call_sid] = (Warm(task, record), timer)
 
-    def take(self, call_sid: str) -> asyncio.Task[RealtimeSession] | None:
+    def take(self, call_sid: str) -> Warm | None:
         entry = self._warm.pop(call_sid, None)
         if entry is None:
             return None
@@ -42,16 +52,16 @@ class Prewarmer:
         entry = self._warm.pop(call_sid, None)
         if entry is not None:
             logger.bind(callSid=call_sid).info("no stream arrived; closing the warm model session")
-            task = asyncio.create_task(discard(entry[0]))
+            task = asyncio.create_task(discard(entry[0].session))
             self._discarding.add(task)
             task.add_done_callback(self._discarding.discard)
 
     async def close_all(self) -> None:
         entries = list(self._warm.values())
         self._warm.clear()
-        for task, timer in entries:
+        for warm, timer in entries:
             timer.cancel()
-            await discard(task)
+            await discard(warm.session)
 
 
 async def discard(task: asyncio.Task[RealtimeSession]) -> None:

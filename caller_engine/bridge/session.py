@@ -18,8 +18,9 @@ from caller_engine.bridge.capture import MediaCapture
 from caller_engine.bridge.config import greeting_instructions, session_config
 from caller_engine.bridge.metrics import CallMetrics
 from caller_engine.bridge.playback import PlaybackTracker, b64_decoded_len
+from caller_engine.bridge.prewarm import Warm
 from caller_engine.bridge.turns import TurnState
-from caller_engine.calls.models import AgentOverrides
+from caller_engine.calls.models import AgentOverrides, CallRecord
 from caller_engine.calls.result import ToolCallRecord
 from caller_engine.logging import call_logger
 from caller_engine.realtime.base import (
@@ -104,6 +105,8 @@ class CallSession:
         self._responses_done: set[str] = set()
         self._ctx: ToolContext | None = None
         self.capture = MediaCapture()
+        self._warm: Warm | None = None
+        self._started_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -124,6 +127,7 @@ class CallSession:
                 await self._wait_stop()
                 return
             await self._greet()
+            self._started_task = asyncio.create_task(self._record_start())
             await self._pump()
         finally:
             await self._finish()
@@ -166,7 +170,12 @@ class CallSession:
         self.capture = MediaCapture.open(
             self.settings.media_capture_dir, self.callback_id, self.call_sid
         )
-        record = await self.bridge.store.get(self.callback_id)
+        # A pre-warmed call brings its record: the greeting waits on no database read.
+        self._warm = self.bridge.prewarmer.take(self.call_sid)
+        if self._warm is not None and self._warm.record is not None:
+            record: CallRecord | None = self._warm.record
+        else:
+            record = await self.bridge.store.get(self.callback_id)
         if record is not None:
             self.agent = record.agent
             self.callee = record.to
@@ -183,16 +192,28 @@ class CallSession:
             end_call=self._end_call_requested,
         )
         self.bridge.active.add(self)
-        await self.bridge.store.stream_started(self.callback_id, self.stream_sid)
         self.log.info("stream started; {} tool(s) offered", len(tools))
         return True
 
+    async def _record_start(self) -> None:
+        """After the greeting is under way: write the stream start, and catch an answering-
+        machine result that arrived between the TwiML fetch and this stream."""
+        assert self.stream_sid is not None
+        await self.bridge.store.stream_started(self.callback_id, self.stream_sid)
+        if self.answered_by is None:
+            record = await self.bridge.store.get(self.callback_id)
+            answered_by = record.answered_by if record is not None else None
+            if answered_by in MACHINE and self.answered_by is None:
+                await self.on_machine(answered_by)
+            elif answered_by is not None:
+                self.answered_by = answered_by
+
     async def _open_model(self) -> RealtimeSession | None:
         assert self.config is not None and self.call_sid is not None
-        warm = self.bridge.prewarmer.take(self.call_sid)
+        warm = self._warm
         if warm is not None:
             try:
-                session = await asyncio.wait_for(warm, CONNECT_TIMEOUT)
+                session = await asyncio.wait_for(warm.session, CONNECT_TIMEOUT)
                 self.log.debug("using the pre-warmed model session")
                 return session
             except TimeoutError:
@@ -264,6 +285,8 @@ class CallSession:
             await asyncio.wait({self._hangup_task}, timeout=STOP_GRACE)
         if not self.ws.closed:
             await self.ws.close()
+        if self._started_task is not None:
+            await asyncio.wait({self._started_task})
         self.bridge.active.discard(self)
         counters = self.bridge.metrics
         counters.malformed_frames.inc(self.metrics.malformed + self.metrics.media_before_start)
