@@ -90,6 +90,12 @@ class BridgeEnv:
         """Initiate, fetch TwiML like Twilio, and open the media stream."""
         call_sid = await self.initiate(callback_id, **body)
         url, params = await self.fetch_twiml(callback_id, call_sid)
+        return await self.open_stream(call_sid, url, params, speed=speed)
+
+    async def open_stream(
+        self, call_sid: str, url: str, params: dict[str, str], *, speed: float = 4.0
+    ) -> TwilioMediaClient:
+        """Open the media stream as Twilio does after the TwiML."""
         client = TwilioMediaClient(
             url,
             auth_token=AUTH_TOKEN,

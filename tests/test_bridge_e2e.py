@@ -46,17 +46,7 @@ async def test_prewarm_greeting_and_audio_passes_through_unchanged() -> None:
         assert client_events(env, "response.create") == []
         url, params = await env.fetch_twiml("cb-pass", call_sid)
         assert len(env.model.sessions) == 1  # a second fetch does not open another
-        client = TwilioMediaClient(
-            url,
-            auth_token=AUTH_TOKEN,
-            call_sid=call_sid,
-            account_sid=ACCOUNT_SID,
-            custom_parameters=params,
-            playback_speed=4.0,
-            session=env.http,
-        )
-        await client.connect()
-        env.clients.append(client)
+        client = await env.open_stream(call_sid, url, params, speed=4.0)
         await client.wait_until(lambda: bytes(client.received_audio) == GREETING, 5)
         [create] = client_events(env, "response.create")
         assert "Start the call now" in create["response"]["instructions"]
@@ -88,17 +78,7 @@ async def test_connects_at_start_without_prewarm() -> None:
         url, params = await env.fetch_twiml("cb-cold", call_sid)
         await env.services.bridge.prewarmer.close_all()  # as if TwiML came from elsewhere
         before = env.model.connection_attempts
-        client = TwilioMediaClient(
-            url,
-            auth_token=AUTH_TOKEN,
-            call_sid=call_sid,
-            account_sid=ACCOUNT_SID,
-            custom_parameters=params,
-            playback_speed=4.0,
-            session=env.http,
-        )
-        await client.connect()
-        env.clients.append(client)
+        client = await env.open_stream(call_sid, url, params, speed=4.0)
         await client.wait_until(lambda: len(client.received_audio) == len(GREETING), 5)
         assert env.model.connection_attempts == before + 1
         await client.stop()
@@ -438,17 +418,7 @@ async def test_machine_answer_between_twiml_and_stream_is_acted_on() -> None:
             data=amd,
             headers={"X-Twilio-Signature": sign_twilio_request(AUTH_TOKEN, amd_url, amd)},
         )
-        client = TwilioMediaClient(
-            url,
-            auth_token=AUTH_TOKEN,
-            call_sid=call_sid,
-            account_sid=ACCOUNT_SID,
-            custom_parameters=params,
-            playback_speed=1.0,
-            session=env.http,
-        )
-        await client.connect()
-        env.clients.append(client)
+        client = await env.open_stream(call_sid, url, params, speed=1.0)
         await asyncio.wait_for(client.closed.wait(), 5)
         result = await env.result("cb-between")
         assert result.status == "voicemail"
