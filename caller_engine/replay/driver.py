@@ -165,10 +165,13 @@ class Driver:
             model.on_input_audio = recorder.on_input_audio
             model.on_server_event = recorder.on_server_event
             model.on_client_event = recorder.on_client_event
-        # Long collector passes over the driver's own heap would stall its loop and show as
-        # latency: what exists now is frozen out of collection for the level.
+        # Collector passes over the driver's own heap (tens of ms, growing with the run, and
+        # finding nothing: what a level allocates stays alive until it ends) would stall its
+        # loop and show as latency. The collector is off for the level, run once after it.
         gc.collect()
         gc.freeze()
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
         server = ProcSampler(self.server_pid) if self.server_pid else None
         driver = ProcSampler(os.getpid())
         machine = ProcSampler(None)
@@ -206,6 +209,8 @@ class Driver:
                 model.on_input_audio = model.on_server_event = model.on_client_event = None
             await self._drain_background()
             gc.unfreeze()
+            if gc_was_enabled:
+                gc.enable()
         self._progress_line(level, recorder, tasks, began, final=True)
         window = steady_window(recorder.calls)
         figures = recorder.finish(window[:2] if window else None)
