@@ -15,7 +15,13 @@ from caller_engine.replay import markers
 from caller_engine.replay.captures import CaptureError, find_captures, load_capture
 from caller_engine.replay.driver import parse_stream_twiml, steady_window
 from caller_engine.replay.probes import CallProbe, clear_latencies
-from caller_engine.replay.procstat import parse_rss, parse_stat, parse_system_stat
+from caller_engine.replay.procstat import (
+    find_listening_pid,
+    listening_inodes,
+    parse_rss,
+    parse_stat,
+    parse_system_stat,
+)
 from caller_engine.replay.report import (
     caveats,
     evaluate_targets,
@@ -181,6 +187,50 @@ def test_proc_parsers() -> None:
     assert parse_system_stat(system, ticks_per_second=100) == pytest.approx((1.55, 0.03, 0.03))
 
 
+def test_listening_sockets_are_found_by_port() -> None:
+    table = (
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid "
+        " timeout inode\n"
+        "   0: 0100007F:13BA 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 4242\n"
+        "   1: 0100007F:13BA 0100007F:9C40 01 00000000:00000000 00:00000000 00000000 0 0 4243\n"
+        "   2: 0100007F:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 4244\n"
+    )
+    assert listening_inodes(table, 5050) == {"4242"}
+    assert listening_inodes(table, 5051) == set()
+
+
+async def test_our_own_listening_socket_is_not_mistaken_for_a_server() -> None:
+    import asyncio
+
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert find_listening_pid(port) is None  # this process is skipped
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_the_server_process_is_found_by_its_listening_port() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen();"
+        "print(s.getsockname()[1], flush=True); sys.stdin.read()"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        port = int(child.stdout.readline())
+        assert find_listening_pid(port) == child.pid
+    finally:
+        child.kill()
+        child.wait()
+
+
 # -- TwiML ----------------------------------------------------------------------------------
 
 
@@ -275,3 +325,16 @@ def test_bad_capture_files_are_refused(tmp_path: Path) -> None:
         load_capture(bad)
     with pytest.raises(CaptureError):
         find_captures([tmp_path / "missing"])
+
+
+def test_plot_draws_a_png_or_names_the_missing_extra(tmp_path: Path) -> None:
+    from caller_engine.replay.plot import PlotUnavailable, available, plot_latency
+
+    samples = {"callerToModel": [0.2, 0.3, 1.5], "modelToCaller": [0.4], "greeting": []}
+    path = tmp_path / "latency.png"
+    if available():
+        plot_latency([(1, samples), (50, samples)], path)
+        assert path.read_bytes().startswith(b"\x89PNG")
+    else:
+        with pytest.raises(PlotUnavailable, match=r"caller-engine\[plot\]"):
+            plot_latency([(1, samples)], path)

@@ -52,7 +52,8 @@ def plot_latency(levels: Sequence[tuple[int, dict[str, list[float]]]], path: Pat
             if not values:
                 continue
             xs, ys = ccdf(values)
-            ax.step(xs, ys, where="post", label=f"{concurrency} calls")
+            label = f"{concurrency} call" + ("s" if concurrency != 1 else "")
+            ax.step(xs, ys, where="post", label=label)
             drawn = True
         ax.set_title(title)
         ax.set_xlabel("ms")

@@ -146,3 +146,39 @@ class ProcSampler:
         """RSS of the last sample taken at or before `at`."""
         earlier = [s for s in self.samples if s.at <= at]
         return earlier[-1].rss_bytes if earlier else None
+
+
+def listening_inodes(table: str, port: int) -> set[str]:
+    """Socket inodes listening on `port` in a /proc/net/tcp or tcp6 table."""
+    inodes = set()
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10:
+            continue
+        local, state, inode = fields[1], fields[3], fields[9]
+        if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+            inodes.add(inode)
+    return inodes
+
+
+def find_listening_pid(port: int) -> int | None:
+    """The pid of a local process listening on TCP `port` (Linux, same user), else None."""
+    inodes: set[str] = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            inodes |= listening_inodes((Path("/proc/net") / name).read_text(), port)
+        except OSError:
+            continue
+    if not inodes:
+        return None
+    targets = {f"socket:[{inode}]" for inode in inodes}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) in targets:
+                    return int(proc.name)
+        except OSError:
+            continue
+    return None

@@ -14,11 +14,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from caller_engine.replay.captures import find_captures, load_capture
 from caller_engine.replay.driver import Driver, Level, LevelResult, Target
 from caller_engine.replay.emulators import EmulatorOptions, Emulators
 from caller_engine.replay.plot import PlotUnavailable, plot_latency
+from caller_engine.replay.procstat import find_listening_pid
 from caller_engine.replay.progress import Progress
 from caller_engine.replay.report import build_report, caveats, format_tables, write_report
 from caller_engine.replay.scenario import CallerAudio, Scenario, spoken_audio, synthetic_audio
@@ -67,8 +69,19 @@ def _shown(name: str, value: str, defaults: dict[str, str]) -> str:
     return value
 
 
+def _local_port(url: str) -> int | None:
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
 def server_env_text(emulators: Emulators, options: ReplayOptions, defaults: dict[str, str]) -> str:
-    env = {"BASE_URL": options.url, **emulators.server_env()}
+    env = {"BASE_URL": options.url}
+    port = _local_port(options.url)
+    if port is not None:
+        env["PORT"] = str(port)
+    env.update(emulators.server_env())
     if options.api_key:
         env["API_KEY"] = options.api_key
     lines = [f"  {name}={_shown(name, value, defaults)}" for name, value in env.items()]
@@ -119,6 +132,13 @@ async def run_replay(options: ReplayOptions, out: TextIO | None = None) -> int:
         ) as driver:
             print(f"Waiting for {options.url}/health ...", file=out, flush=True)
             await driver.wait_for_server(options.wait)
+            port = _local_port(options.url)
+            if driver.server_pid is None and port is not None:
+                driver.server_pid = find_listening_pid(port)
+                if driver.server_pid is not None:
+                    print(f"Server pid {driver.server_pid} (listening on port {port}).", file=out)
+            if driver.server_pid is None:
+                print("Server pid unknown (--server-pid): no server CPU or RSS.", file=out)
             for concurrency in options.levels:
                 total = options.total or concurrency
                 results.append(await driver.run_level(Level(concurrency, total, options.ramp)))
