@@ -14,7 +14,8 @@ REPLAY_EPILOG = """\
 Local server with the bundled model emulator (markers on every frame):
   1. caller-engine replay --calls 20 --duration 30      (prints the server's environment)
   2. start `caller-engine serve` with that environment (replay waits for /health)
-  Add --server-pid PID for server CPU and RSS per call.
+  For a local URL the server's pid is found by its port (CPU and RSS per call);
+  otherwise give --server-pid. The bundled emulators listen on 18180-18182 by default.
 
 Remote server (staging): give its URL, the API key it expects and its Twilio auth token,
 and make replay's emulators reachable from it:
@@ -155,7 +156,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         default=os.environ.get("TWILIO_ACCOUNT_SID", DEFAULT_ACCOUNT_SID),
         help="the server's TWILIO_ACCOUNT_SID ($TWILIO_ACCOUNT_SID)",
     )
-    replay.add_argument("--server-pid", type=int, help="server pid, for CPU % and RSS per call")
+    replay.add_argument(
+        "--server-pid",
+        type=int,
+        help="server pid, for CPU %% and RSS per call (found by port for a local URL)",
+    )
     replay.add_argument("--wait", type=_positive, default=120.0, help="seconds to wait for /health")
     replay.add_argument("--out", type=Path, help="write the JSON report here")
     replay.add_argument("--plot", type=Path, help="write latency distributions here (PNG)")
@@ -176,10 +181,18 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "calls at each level, writes bench/results.json and prints the table. Never fails "
         "on timing.",
     )
-    bench.add_argument("--levels", type=_levels, default=[1, 50, 100, 200], metavar="N[,N...]")
+    bench.add_argument(
+        "--levels",
+        type=_levels,
+        default=[1, 50, 100, 200],
+        metavar="N[,N...]",
+        help="concurrent calls per level (default 1,50,100,200)",
+    )
     bench.add_argument("--duration", type=_positive, default=20.0, help="seconds per call")
     bench.add_argument("--ramp", type=_positive, default=20.0, help="calls started per second")
-    bench.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    bench.add_argument(
+        "--out", type=Path, default=Path("bench/results.json"), help="the JSON results"
+    )
     bench.add_argument("--plot", type=Path, help="also write latency distributions (PNG)")
     bench.add_argument("--no-pin", action="store_true", help="do not pin the server to a CPU")
     bench.set_defaults(func=_bench)
