@@ -134,6 +134,34 @@ async def test_captures_replay_with_their_original_timing(tmp_path: Path) -> Non
     assert all(markers.first(markers.stamp(f, 0, 0)) == (0, 0) for f in audio.frames)
 
 
+async def test_a_call_captured_by_the_server_replays_frame_for_frame(tmp_path: Path) -> None:
+    audio = synthetic_audio(SCENARIO, 600)
+    captures = tmp_path / "captures"
+    async with (
+        replay_target(media_capture_dir=str(captures)) as (emulators, target),
+        Driver(target, emulators, [audio], scenario=SCENARIO) as driver,
+    ):
+        await driver.run_level(Level(concurrency=1, total=1, ramp_per_s=10))
+        first = driver.last_recorder
+        assert first is not None
+        [path] = sorted(captures.iterdir())
+        capture = load_capture(path)
+        assert capture.callback_id == first.calls[0].callback_id
+        # The caller's frames as they were sent (markers included), in order.
+        stream = first.calls[0].stream
+        assert capture.frames == [markers.stamp(f, stream, i) for i, f in enumerate(audio.frames)]
+        assert capture.offsets == sorted(capture.offsets)
+        driver.audio = [capture.audio()]
+        replayed = await driver.run_level(Level(concurrency=1, total=1, ramp_per_s=10))
+        second = driver.last_recorder
+    # Played back with the capture's timing and this run's markers: every frame arrives.
+    assert replayed.report["failedCalls"] == 0
+    assert second is not None and second is not first
+    [call] = second.calls
+    assert call.inbound.received == len(call.sent_at) == len(audio.frames)
+    assert replayed.report["callSeconds"] == pytest.approx(capture.audio().duration_s, abs=1e-3)
+
+
 def test_replay_and_bench_are_commands() -> None:
     parser = build_parser()
     args = parser.parse_args(["replay", "--calls", "1,5", "--duration", "3", "--model", "external"])
