@@ -181,9 +181,11 @@ class LogResultSink:
 
     async def publish(self, result: CallResult) -> None:
         log = call_logger(result.callbackId, result.callSid)
-        log.bind(result=result.model_dump(mode="json")).info(
-            "call result: {} ({} transcript entries, summary {})",
+        log.info(
+            "call result: {} ({} transcript entries, {} tool calls, summary {}{})",
             result.status,
             len(result.transcript),
+            len(result.toolCalls),
             "ok" if result.summary else "missing",
+            f", error {result.error.get('code')}" if result.error else "",
         )

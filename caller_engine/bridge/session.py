@@ -338,11 +338,7 @@ class CallSession:
                 if capture is not None:
                     capture.frame(event.payload, event.timestamp)
                 model = self.model
-                try:
-                    sent = model is not None and await model.send_audio(event.payload)
-                except Exception:
-                    sent = False
-                if sent:
+                if model is not None and model.send_audio(event.payload):
                     metrics.frames_in += 1
                 else:
                     metrics.dropped_in += 1

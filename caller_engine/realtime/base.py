@@ -151,8 +151,9 @@ class RealtimeSession(Protocol):
     @property
     def server_cancels_on_barge_in(self) -> bool: ...
 
-    async def send_audio(self, payload_b64: str) -> bool:
-        """Forward caller audio; False (frame dropped) when the socket is backed up."""
+    def send_audio(self, payload_b64: str) -> bool:
+        """Forward caller audio without waiting; False (frame dropped) when the socket is
+        closed or backed up."""
 
     async def send_tool_result(self, call_id: str, output: str) -> None: ...
 

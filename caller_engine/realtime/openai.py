@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.protocol import State
 
 from caller_engine.realtime.base import (
     AgentItem,
@@ -33,6 +34,7 @@ from caller_engine.realtime.base import (
     UserItem,
     UserTranscript,
 )
+from caller_engine.realtime.wsframe import MaskKeys, masked_text_frame
 
 # Errors after which a new connection cannot help.
 FATAL_CODES = frozenset(
@@ -42,7 +44,8 @@ FATAL_CODES = frozenset(
 FATAL_CLOSE_CODES = frozenset({3000, 4000})
 # Caller audio is dropped (and counted) rather than queued once this much is unsent.
 MAX_UNSENT_BYTES = 64 * 1024
-_APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
+_APPEND_PREFIX = b'{"type":"input_audio_buffer.append","audio":"'
+_APPEND_SUFFIX = b'"}'
 
 
 def session_update(config: SessionConfig) -> dict[str, Any]:
@@ -159,7 +162,9 @@ def parse_event(raw: str | bytes) -> ProviderEvent | None:
 class OpenAIRealtimeSession:
     def __init__(self, ws: ClientConnection, config: SessionConfig) -> None:
         self._ws = ws
+        self._protocol = ws.protocol
         self._transport = ws.transport
+        self._keys = MaskKeys()
         self.config = config
 
     @property
@@ -169,10 +174,18 @@ class OpenAIRealtimeSession:
     async def _send(self, event: dict[str, Any]) -> None:
         await self._ws.send(orjson.dumps(event).decode())
 
-    async def send_audio(self, payload_b64: str) -> bool:
-        if self._transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
+    def send_audio(self, payload_b64: str) -> bool:
+        """Write one append frame now; False (dropped) when the socket is closed or backed
+        up. Base64 is ASCII, so the event is built from bytes without a JSON encoder."""
+        transport = self._transport
+        if (
+            self._protocol.state is not State.OPEN
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > MAX_UNSENT_BYTES
+        ):
             return False
-        await self._ws.send(_APPEND_PREFIX + payload_b64 + '"}')
+        event = _APPEND_PREFIX + payload_b64.encode("ascii") + _APPEND_SUFFIX
+        transport.write(masked_text_frame(event, self._keys.next()))
         return True
 
     async def send_tool_result(self, call_id: str, output: str) -> None:
