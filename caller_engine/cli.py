@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
 from caller_engine.config import ConfigError, load_settings
 from caller_engine.logging import setup_logging
+from caller_engine.loop import run_loop
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -22,7 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     setup_logging(settings.environment, settings.log_level)
     try:
-        asyncio.run(serve(settings))
+        run_loop(serve(settings))
     except ConfigError as exc:
         print(f"caller-engine: {exc}", file=sys.stderr)
         return 2

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     vad_interrupt_response: bool = True
     noise_reduction: Literal["near_field", "far_field", "off"] = "near_field"
     prewarm_timeout: float = Field(15.0, gt=0)
+    playback_mark_ms: int = Field(200, ge=0, le=2000)
     system_prompt: str | None = None
     business_name: str = "our office"
     business_type: str = "business"

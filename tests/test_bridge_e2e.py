@@ -122,7 +122,9 @@ async def test_barge_in_clears_truncates_and_drops_stale_audio(interrupt_respons
         assert isinstance(heard, int)
         assert 0 < heard <= truncate["audio_sent_ms"]
         played_ms = client.played_audio.count(0x11) // 8
-        assert abs(heard - played_ms) <= 150  # within one mark interval of what played
+        # Never more than what played, and less by at most one mark interval (200 ms)
+        # plus one model chunk (100 ms).
+        assert -20 <= played_ms - heard <= 320
         # Nothing of the interrupted response arrives after the clear.
         after_clear = client.received_audio[client.received_audio.index(b"\x22") :]
         assert 0x11 not in after_clear

@@ -124,3 +124,41 @@ def test_audio_still_playing_after_response_done_is_cleared_without_cancel() -> 
     assert plan.clear is True
     assert plan.cancel is False
     assert plan.truncate == ("i", 0)
+
+
+def test_marks_every_interval_and_at_the_end_of_a_response() -> None:
+    p = PlaybackTracker(mark_bytes=1600)  # 200 ms
+    assert p.sent("a", 800) is None
+    assert p.audible  # unmarked audio is still playing
+    first = p.sent("a", 800)
+    assert first is not None
+    assert p.sent("a", 400) is None
+    last = p.flush()
+    assert last is not None
+    assert p.flush() is None
+    assert p.echoed(first)
+    assert p.heard_ms("a") == 200
+    assert p.audible
+    assert p.echoed(last)
+    assert p.heard_ms("a") == 250
+    assert not p.audible
+
+
+def test_switching_items_closes_the_previous_one() -> None:
+    p = PlaybackTracker(mark_bytes=1600)
+    p.sent("a", 800)
+    closing = p.switching("b")
+    assert closing is not None
+    assert p.switching("b") is None or p.current_item == "a"
+    p.sent("b", 800)
+    assert p.echoed(closing)
+    assert p.heard_ms("a") == 100
+    assert p.heard_ms("b") == 0
+
+
+def test_clear_forgets_unmarked_audio() -> None:
+    p = PlaybackTracker(mark_bytes=1600)
+    p.sent("a", 800)
+    p.clear()
+    assert not p.audible
+    assert p.flush() is None

@@ -1,9 +1,11 @@
 """What the caller has actually heard, from Twilio's echoed marks. Pure.
 
-Every audio chunk sent to Twilio is followed by a mark naming (item, bytes sent so far). Twilio
+Audio chunks sent to Twilio are followed by a mark naming (item, bytes sent so far) once at
+least `mark_bytes` have gone out since the last one, and at the end of every response. Twilio
 echoes a mark once the audio before it has played, so the last echoed mark of an item is how
-much of it the caller heard (μ-law 8 kHz: 8 bytes per ms). On `clear` Twilio drops unplayed
-audio and echoes every pending mark at once; those echoes mean nothing and are ignored.
+much of it the caller heard (μ-law 8 kHz: 8 bytes per ms), to within one mark interval. On
+`clear` Twilio drops unplayed audio and echoes every pending mark at once; those echoes mean
+nothing and are ignored.
 """
 
 from __future__ import annotations
@@ -21,21 +23,54 @@ def b64_decoded_len(payload: str) -> int:
 
 
 class PlaybackTracker:
-    __slots__ = ("_cleared", "_pending", "_played", "_sent", "_seq", "current_item")
+    __slots__ = (
+        "_cleared",
+        "_pending",
+        "_played",
+        "_sent",
+        "_seq",
+        "_unmarked",
+        "current_item",
+        "mark_bytes",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, mark_bytes: int = 0) -> None:
+        self.mark_bytes = mark_bytes
         self._seq = 0
+        self._unmarked = 0
         self._pending: dict[str, tuple[str, int]] = {}
         self._cleared: set[str] = set()
         self._sent: dict[str, int] = {}
         self._played: dict[str, int] = {}
         self.current_item: str | None = None
 
-    def sent(self, item_id: str, nbytes: int) -> str:
-        """Record audio sent for an item; returns the name of the mark to send after it."""
+    def sent(self, item_id: str, nbytes: int) -> str | None:
+        """Record audio sent for an item (after `switching` to it). Returns the name of a mark
+        to send after it when one is due, else None."""
         total = self._sent.get(item_id, 0) + nbytes
         self._sent[item_id] = total
         self.current_item = item_id
+        self._unmarked += nbytes
+        if self._unmarked < self.mark_bytes:
+            return None
+        return self._mark(item_id, total)
+
+    def switching(self, item_id: str) -> str | None:
+        """Audio of `item_id` is next: a mark closing the previous item's audio, if it has
+        unmarked audio (send it before the new audio)."""
+        if self.current_item is None or self.current_item == item_id:
+            return None
+        return self.flush()
+
+    def flush(self) -> str | None:
+        """A mark for audio sent since the last one (the end of a response), if any."""
+        item_id = self.current_item
+        if not self._unmarked or item_id is None:
+            return None
+        return self._mark(item_id, self._sent[item_id])
+
+    def _mark(self, item_id: str, total: int) -> str:
+        self._unmarked = 0
         self._seq += 1
         name = str(self._seq)
         self._pending[name] = (item_id, total)
@@ -58,11 +93,12 @@ class PlaybackTracker:
         """We sent `clear`: marks still pending will be echoed without being heard."""
         self._cleared.update(self._pending)
         self._pending.clear()
+        self._unmarked = 0
 
     @property
     def audible(self) -> bool:
         """Audio has been sent that the caller has not finished hearing."""
-        return bool(self._pending)
+        return bool(self._pending) or self._unmarked > 0
 
     def sent_ms(self, item_id: str) -> int:
         return self._sent.get(item_id, 0) // BYTES_PER_MS

@@ -17,7 +17,7 @@ from aiohttp import WSMsgType, web
 from caller_engine.bridge.capture import MediaCapture
 from caller_engine.bridge.config import greeting_instructions, session_config
 from caller_engine.bridge.metrics import CallMetrics
-from caller_engine.bridge.playback import PlaybackTracker, b64_decoded_len
+from caller_engine.bridge.playback import BYTES_PER_MS, PlaybackTracker, b64_decoded_len
 from caller_engine.bridge.prewarm import Warm
 from caller_engine.bridge.turns import TurnState
 from caller_engine.calls.models import AgentOverrides, CallRecord
@@ -86,7 +86,7 @@ class CallSession:
         self.model: RealtimeSession | None = None
         self.config: SessionConfig | None = None
         self.tools = ToolRegistry()
-        self.playback = PlaybackTracker()
+        self.playback = PlaybackTracker(bridge.settings.playback_mark_ms * BYTES_PER_MS)
         self.turns = TurnState(True)
         self.transcript = TranscriptCollector()
         self.metrics = CallMetrics()
@@ -397,11 +397,16 @@ class CallSession:
         if not self.turns.accepts(event.response_id):
             return
         ws = self.ws
+        playback = self.playback
         payload = event.payload
+        if playback.current_item != event.item_id:
+            closing = playback.switching(event.item_id)
+            if closing is not None:
+                await ws.send_str(self.writer.mark(closing))
         await ws.send_str(self.writer.media(payload))
-        await ws.send_str(
-            self.writer.mark(self.playback.sent(event.item_id, b64_decoded_len(payload)))
-        )
+        mark = playback.sent(event.item_id, b64_decoded_len(payload))
+        if mark is not None:
+            await ws.send_str(self.writer.mark(mark))
         metrics = self.metrics
         metrics.frames_out += 1
         if metrics.greeting_ms is None:
@@ -457,6 +462,8 @@ class CallSession:
                 self.turns.request_failed()
 
     async def _response_done(self, event: ResponseDone) -> None:
+        if self.turns.accepts(event.response_id) and (mark := self.playback.flush()) is not None:
+            await self.ws.send_str(self.writer.mark(mark))  # the end of this response's audio
         for call in event.function_calls:
             self._start_tool(call)
         send, instructions = self.turns.done(event.response_id)
@@ -595,6 +602,8 @@ class CallSession:
         self.metrics.reconnects += 1
         self.bridge.metrics.model_reconnects.inc()
         self.turns = TurnState(self.config.interrupt_response)
+        if (mark := self.playback.flush()) is not None:
+            await self.ws.send_str(self.writer.mark(mark))  # audio of the lost session
         self.playback.current_item = None
         self._tools_by_response.clear()
         self.model = model
