@@ -424,3 +424,26 @@ async def test_machine_answer_between_twiml_and_stream_is_acted_on() -> None:
         await asyncio.wait_for(client.closed.wait(), 5)
         result = await env.result("cb-between")
         assert result.status == "voicemail"
+
+
+async def test_unclaimed_warm_session_is_closed_after_the_timeout() -> None:
+    async with bridge_env(prewarm_timeout=0.3) as env:
+        call_sid = await env.initiate("cb-nostream")
+        await env.fetch_twiml("cb-nostream", call_sid)
+        session = await env.model.wait_for_session(0)
+        await asyncio.wait_for(session.closed.wait(), 3)
+        assert len(env.services.bridge.prewarmer) == 0
+
+
+async def test_summary_failure_keeps_the_transcript() -> None:
+    async with bridge_env(script(ScriptedResponse(text="Hello there.", audio=GREETING))) as env:
+        env.chat.fail_next.extend(
+            [(500, {"error": {"message": "boom", "type": "server_error"}})] * 5
+        )
+        client = await env.call("cb-nosummary", speed=4.0)
+        await client.wait_until(lambda: len(client.received_audio) >= len(GREETING), 5)
+        await client.stop()
+        result = await env.result("cb-nosummary", within=20)
+        assert result.summary is None
+        assert result.summaryError is not None
+        assert result.fullText == "[Agent]: Hello there."
