@@ -447,3 +447,33 @@ async def test_summary_failure_keeps_the_transcript() -> None:
         assert result.summary is None
         assert result.summaryError is not None
         assert result.fullText == "[Agent]: Hello there."
+
+
+async def test_a_bug_in_one_call_ends_it_cleanly_and_spares_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from caller_engine.transcript.collector import TranscriptCollector
+
+    original = TranscriptCollector.agent_text
+
+    def faulty(self: TranscriptCollector, item_id: str, text: str, at: float) -> None:
+        if text == "Boom.":
+            raise RuntimeError("injected fault")
+        original(self, item_id, text, at)
+
+    monkeypatch.setattr(TranscriptCollector, "agent_text", faulty)
+    async with bridge_env(script(ScriptedResponse(text="Hi.", audio=GREETING))) as env:
+        env.stop_stream_on_hangup()
+        healthy = await env.call("cb-healthy", speed=4.0)
+        await healthy.wait_until(lambda: len(healthy.received_audio) >= len(GREETING), 5)
+        env.model.script_factory = lambda: RealtimeScript([ScriptedResponse(text="Boom.")])
+        broken = await env.call("cb-broken", speed=4.0)
+        await asyncio.wait_for(broken.closed.wait(), 8)
+        assert env.rest.calls[broken.call_sid].status == "completed"
+        result = await env.result("cb-broken")
+        assert result.error is not None and result.error["code"] == "internal_error"
+        assert not healthy.closed.is_set()
+        await healthy.send_audio(SPEECH, paced=False)
+        session = env.model.sessions[0]
+        await wait_for(lambda: bytes(SPEECH) in bytes(session.input_audio), 5)
+        await healthy.stop()

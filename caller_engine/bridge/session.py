@@ -264,6 +264,12 @@ class CallSession:
             if not done:
                 self.log.info("call time limit reached; hanging up")
                 await self._hangup("time limit")
+            for task in done:
+                if not task.cancelled() and (exc := task.exception()) is not None:
+                    # A bug, not a peer's fault: end this call cleanly, never the process.
+                    self.log.opt(exception=exc).error("{} failed; ending the call", task.get_name())
+                    self.error = {"code": "internal_error", "message": repr(exc)}
+                    await self._hangup("internal error")
             if caller not in done:
                 await asyncio.wait({caller}, timeout=STOP_GRACE)
         finally:
@@ -376,7 +382,7 @@ class CallSession:
                         break
                     else:
                         await self._on_event(event)
-            except (ConnectionResetError, RuntimeError) as exc:
+            except ConnectionResetError as exc:
                 # Twilio's socket is gone; the caller task ends the call.
                 self.log.info("Twilio socket closed while sending: {!r}", exc)
                 return

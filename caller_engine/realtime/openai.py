@@ -172,7 +172,12 @@ class OpenAIRealtimeSession:
         return self.config.interrupt_response
 
     async def _send(self, event: dict[str, Any]) -> None:
-        await self._ws.send(orjson.dumps(event).decode())
+        """Send a control event. On a closed socket it is dropped: `events()` reports the
+        closure, and the bridge reconnects and replays the conversation."""
+        try:
+            await self._ws.send(orjson.dumps(event).decode())
+        except ConnectionClosed:
+            return
 
     def send_audio(self, payload_b64: str) -> bool:
         """Write one append frame now; False (dropped) when the socket is closed or backed
@@ -279,7 +284,7 @@ class OpenAIRealtimeConnector:
             raise ConnectError(f"model unreachable: {exc!r}", fatal=False) from exc
         session = OpenAIRealtimeSession(ws, config)
         try:
-            await session._send(session_update(config))
+            await ws.send(orjson.dumps(session_update(config)).decode())
         except ConnectionClosed as exc:
             reason = exc.rcvd.reason if exc.rcvd else "no close frame"
             raise ConnectError(
