@@ -39,7 +39,7 @@ class HistoryItem:
 # -- events ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every audio delta
 class AudioDelta:
     response_id: str
     item_id: str

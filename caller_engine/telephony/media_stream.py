@@ -40,7 +40,7 @@ class Start:
     custom_parameters: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs ~1 µs more, 50 times a second
 class Media:
     payload: str
     timestamp: int
@@ -48,7 +48,7 @@ class Media:
     track: str
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Mark:
     name: str
 
@@ -74,9 +74,11 @@ def _obj(msg: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _parse_media(msg: dict[str, Any]) -> Media:
-    media = _obj(msg, "media")
+    media = msg.get("media")
+    if type(media) is not dict:
+        raise MalformedFrame("missing_field", "media")
     payload = media.get("payload")
-    if not isinstance(payload, str):
+    if type(payload) is not str:
         raise MalformedFrame("missing_field", "media.payload")
     if len(payload) > MAX_PAYLOAD_CHARS:
         raise MalformedFrame("oversize", f"{len(payload)} base64 chars")
