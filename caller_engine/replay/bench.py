@@ -48,6 +48,7 @@ class BenchOptions:
     out: Path = Path("bench/results.json")
     plot: Path | None = None
     pin: bool = True
+    tool: bool = True  # False: no tool call in the cycle (the bridge's own cost alone)
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ async def run_bench(options: BenchOptions, out: TextIO | None = None) -> int:
     placement = plan_placement(options.pin)
     if placement.driver_cpus is not None:
         os.sched_setaffinity(0, placement.driver_cpus)
-    scenario = Scenario()
+    scenario = Scenario() if options.tool else Scenario(tool=None)
     audio = [synthetic_audio(scenario, int(options.duration * 1000))]
     emulators = Emulators(EmulatorOptions())
     await emulators.start()

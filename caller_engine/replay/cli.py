@@ -100,6 +100,7 @@ def _bench(args: argparse.Namespace) -> int:
         out=args.out,
         plot=args.plot,
         pin=not args.no_pin,
+        tool=not args.no_tool,
     )
     try:
         return asyncio.run(run_bench(options))
@@ -195,4 +196,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     bench.add_argument("--plot", type=Path, help="also write latency distributions (PNG)")
     bench.add_argument("--no-pin", action="store_true", help="do not pin the server to a CPU")
+    bench.add_argument(
+        "--no-tool", action="store_true", help="calls without the send_sms tool call"
+    )
     bench.set_defaults(func=_bench)
