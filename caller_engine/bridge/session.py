@@ -223,9 +223,9 @@ class CallSession:
                 if exc.fatal:
                     self.error = {"code": "model_refused", "message": str(exc)}
                     return None
-        return await self._connect(first=True)
+        return await self._connect()
 
-    async def _connect(self, *, first: bool) -> RealtimeSession | None:
+    async def _connect(self) -> RealtimeSession | None:
         assert self.config is not None
         for delay in RECONNECT_DELAYS:
             if delay:
@@ -600,7 +600,7 @@ class CallSession:
                 await asyncio.wait_for(lost.close(), 1.0)
             except Exception as exc:
                 self.log.debug("closing the lost model session: {!r}", exc)
-        model = await self._connect(first=False)
+        model = await self._connect()
         if model is None:
             return
         assert self.config is not None
