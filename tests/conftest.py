@@ -78,6 +78,29 @@ class Api:
         )
 
 
+class ApiPool:
+    """Apps under test on loopback, each with a client session; closed together."""
+
+    def __init__(self) -> None:
+        self._servers: list[LoopbackServer] = []
+        self._sessions: list[aiohttp.ClientSession] = []
+
+    async def open(self, settings: Settings, store: Any = None) -> Api:
+        app = create_app(settings, store=store)
+        server = LoopbackServer(app)
+        root = await server.start()
+        self._servers.append(server)
+        session = aiohttp.ClientSession()
+        self._sessions.append(session)
+        return Api(session, root, app)
+
+    async def close(self) -> None:
+        for session in self._sessions:
+            await session.close()
+        for server in self._servers:
+            await server.stop()
+
+
 AppFactory = Callable[..., "AsyncIterator[Api]"]
 
 
@@ -85,24 +108,14 @@ AppFactory = Callable[..., "AsyncIterator[Api]"]
 async def api_factory(
     twilio: tuple[TwilioRestEmulator, str],
 ) -> AsyncIterator[Callable[..., Any]]:
-    servers: list[LoopbackServer] = []
-    sessions: list[aiohttp.ClientSession] = []
+    pool = ApiPool()
 
     async def start(**overrides: Any) -> Api:
         settings = make_settings(**{"twilio_api_base_url": twilio[1], **overrides})
-        app = create_app(settings)
-        server = LoopbackServer(app)
-        root = await server.start()
-        servers.append(server)
-        session = aiohttp.ClientSession()
-        sessions.append(session)
-        return Api(session, root, app)
+        return await pool.open(settings)
 
     yield start
-    for session in sessions:
-        await session.close()
-    for server in servers:
-        await server.stop()
+    await pool.close()
 
 
 @pytest.fixture

@@ -9,16 +9,13 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 import pytest
 
 from caller_engine.calls.models import CallRecord, InitiateRequest
 from caller_engine.calls.store import MemoryCallStore
-from caller_engine.sim.server import LoopbackServer
 from caller_engine.sim.twilio_rest import EmulatedCall, TwilioRestEmulator
 from caller_engine.telephony.rest import TelephonyError
-from caller_engine.web.app import create_app
-from tests.conftest import Api, make_settings
+from tests.conftest import Api, ApiPool, make_settings
 from tests.store_backends import (  # noqa: F401
     TEST_DATABASE_URL,
     Database,
@@ -39,8 +36,7 @@ async def api_factory(
     request: pytest.FixtureRequest, twilio: Twilio
 ) -> AsyncIterator[Callable[..., Any]]:
     """Replaces conftest's factory for the suites imported above: same apps, other stores."""
-    servers: list[LoopbackServer] = []
-    sessions: list[aiohttp.ClientSession] = []
+    pool = ApiPool()
     schemas = _postgres_schema() if request.param == "postgres" else None
     schema = await anext(schemas) if schemas is not None else None
 
@@ -50,19 +46,10 @@ async def api_factory(
             store: Any = await Database("postgres", TEST_DATABASE_URL, schema).open_store()
         else:
             store = MemoryCallStore()
-        app = create_app(settings, store=store)
-        server = LoopbackServer(app)
-        root = await server.start()
-        servers.append(server)
-        session = aiohttp.ClientSession()
-        sessions.append(session)
-        return Api(session, root, app)
+        return await pool.open(settings, store)
 
     yield start
-    for session in sessions:
-        await session.close()
-    for server in servers:
-        await server.stop()
+    await pool.close()
     if schemas is not None:
         with pytest.raises(StopAsyncIteration):
             await anext(schemas)
