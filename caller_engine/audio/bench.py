@@ -56,9 +56,10 @@ def measure(
 def main() -> None:
     figures = measure()
     print(
-        f"conversion per 20 ms frame: caller→provider (μ-law 8 kHz → PCM16 16 kHz) "
-        f"{figures['callerToProviderUs']:.1f} µs, provider→caller (PCM16 24 kHz → μ-law 8 kHz) "
-        f"{figures['providerToCallerUs']:.1f} µs; μ-law passthrough {figures['passthroughUs']:.2f} µs"
+        "conversion per 20 ms frame: "
+        f"caller→provider (μ-law 8 kHz → PCM16 16 kHz) {figures['callerToProviderUs']:.1f} µs, "
+        f"provider→caller (PCM16 24 kHz → μ-law 8 kHz) {figures['providerToCallerUs']:.1f} µs; "
+        f"μ-law passthrough {figures['passthroughUs']:.2f} µs"
     )
 
 
