@@ -17,7 +17,12 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Realtime providers this build can use, each with the settings it cannot run without.
 PROVIDER_CREDENTIALS: dict[str, tuple[str, ...]] = {
     "openai": ("openai_api_key",),
+    "gemini": ("gemini_api_key",),
 }
+GEMINI_LIVE_URL = (
+    "wss://generativelanguage.googleapis.com/ws/"
+    "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+)
 
 
 class ConfigError(Exception):
@@ -59,6 +64,11 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     openai_transcription_model: str = "gpt-4o-mini-transcribe"
     summary_model: str = "gpt-4o-mini"
+    gemini_api_key: str | None = None
+    gemini_live_url: str = GEMINI_LIVE_URL
+    gemini_model: str = "gemini-3.8-live"
+    gemini_voice: str = "Kore"
+    gemini_input_rate: Literal[8000, 16000] = 16000
     vad_type: Literal["server_vad", "semantic_vad"] = "server_vad"
     vad_threshold: float = Field(0.5, ge=0, le=1)
     vad_silence_ms: int = Field(500, ge=0)
@@ -155,7 +165,7 @@ class Settings(BaseSettings):
             )
         return ",".join(dict.fromkeys(names))
 
-    @field_validator("openai_api_key")
+    @field_validator("openai_api_key", "gemini_api_key")
     @classmethod
     def _credential(cls, value: str | None, info: ValidationInfo) -> str | None:
         """A provider's credential is required when it is selected or a fallback."""

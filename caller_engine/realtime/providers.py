@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from caller_engine.config import Settings
 from caller_engine.realtime.base import RealtimeConnector
+from caller_engine.realtime.gemini import GeminiLiveConnector
 from caller_engine.realtime.openai import OpenAIRealtimeConnector
 
 
@@ -31,8 +32,18 @@ def _openai(settings: Settings) -> RealtimeConnector:
     )
 
 
+def _gemini(settings: Settings) -> RealtimeConnector:
+    return GeminiLiveConnector(
+        settings.gemini_live_url,
+        settings.gemini_model,
+        settings.gemini_api_key or "",
+        input_rate=settings.gemini_input_rate,
+    )
+
+
 PROVIDERS: dict[str, Provider] = {
     "openai": Provider("openai", _openai, lambda s: s.openai_voice),
+    "gemini": Provider("gemini", _gemini, lambda s: s.gemini_voice),
 }
 
 
