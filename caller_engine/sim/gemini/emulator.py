@@ -182,7 +182,8 @@ class GeminiConnection:
             if conversation is None:
                 await self.refuse(Refusal(1008, "BidiGenerateContent session not found"))
                 return False
-            if conversation.connection is not None and not conversation.connection.closed.is_set():
+            old = conversation.connection
+            if old is not None and not old.ws.closed:
                 await self.refuse(Refusal(1011, "Internal error encountered."), violation=False)
                 return False
             self.resumed = True
