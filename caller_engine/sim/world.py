@@ -16,10 +16,10 @@ from aiohttp import web
 
 from caller_engine.calls.result import CallResult
 from caller_engine.config import Settings, load_settings
+from caller_engine.sim.gemini import GeminiLiveEmulator
 from caller_engine.sim.google import GoogleEmulator, new_service_account_key
 from caller_engine.sim.google.calendar import EmulatedCalendar
 from caller_engine.sim.openai_chat import ChatCompletionsEmulator
-from caller_engine.sim.gemini import GeminiLiveEmulator
 from caller_engine.sim.openai_realtime import RealtimeEmulator
 from caller_engine.sim.orchestrator import OrchestratorEmulator
 from caller_engine.sim.phone import ActiveEmulatedCall, PhoneNetwork
