@@ -24,7 +24,7 @@ from caller_engine.calls.migrations import upgrade
 from caller_engine.calls.models import CallRecord, StatusEvent, utcnow
 from caller_engine.calls.result import CallResult
 from caller_engine.calls.schema import calls, deliveries
-from caller_engine.calls.sql_engine import create_engine, prepare
+from caller_engine.calls.sql_engine import create_engine, prepare, reading, writing
 from caller_engine.calls.sql_rows import delivery_from_row, record_from_row, record_values
 from caller_engine.calls.store import DuplicateCall
 from caller_engine.results.payload import encode_result
@@ -73,7 +73,7 @@ class SqlCallStore:
         return record_from_row(mapping, delivery)
 
     async def _one(self, where: ColumnElement[bool]) -> CallRecord | None:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             row = (await conn.execute(self._select().where(where))).first()
         return self._record(row) if row is not None else None
 
@@ -108,7 +108,7 @@ class SqlCallStore:
                 )
             )
         query = query.order_by(calls.c.created_at.desc(), calls.c.callback_id.desc()).limit(limit)
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = (await conn.execute(query)).all()
         return [self._record(r) for r in rows]
 
@@ -119,7 +119,7 @@ class SqlCallStore:
         attempt failed, in which case this attempt takes the record over atomically."""
         now = self.clock()
         values = record_values(record)
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
             stmt = (
                 insert(calls)
@@ -160,7 +160,7 @@ class SqlCallStore:
     async def _change(
         self, where: ColumnElement[bool], change: Callable[[CallRecord], bool]
     ) -> CallRecord | None:
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             record = await self._locked(conn, where)
             if record is not None and change(record):
                 await self._write(conn, record)
@@ -189,7 +189,7 @@ class SqlCallStore:
         call carries another CallSid, the CallSid alone decides."""
         if not call_sid:
             return None
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             record = None
             if callback_id:
                 record = await self._locked(conn, calls.c.callback_id == callback_id)
@@ -248,7 +248,7 @@ class SqlCallStore:
         goes to the call's own resultWebhookUrl, else `default_url`, else nowhere.
         """
         now = self.clock()
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             record = await self._locked(conn, calls.c.callback_id == result.callbackId)
             if record is None:
                 logger.bind(callbackId=result.callbackId).warning("result for an unknown call")
