@@ -25,7 +25,7 @@ from caller_engine.sim.orchestrator import OrchestratorEmulator
 from caller_engine.sim.server import LoopbackServer
 from caller_engine.sim.twilio_rest import TwilioRestEmulator
 from caller_engine.web.app import create_app
-from tests.conftest import Api, make_settings
+from tests.conftest import Api, daytime, make_settings
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 WEBHOOK_SECRET = "whsec_test_secret"
@@ -127,7 +127,7 @@ class Instances:
         settings = make_settings(
             **{"twilio_api_base_url": self.twilio_url, **FAST_DELIVERY, **overrides}
         )
-        app = create_app(settings, store=await self.database.open_store())
+        app = create_app(settings, store=await self.database.open_store(), clock=daytime)
         server = LoopbackServer(app)
         root = await server.start()
         session = aiohttp.ClientSession()

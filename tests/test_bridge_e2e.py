@@ -330,7 +330,9 @@ async def test_answering_machine_hangs_up_and_reports_voicemail() -> None:
 
 async def test_twenty_concurrent_calls_stay_isolated() -> None:
     async with bridge_env(script(ScriptedResponse(text="Hi.", audio=GREETING))) as env:
-        clients = await asyncio.gather(*(env.call(f"cb-{i}", speed=8.0) for i in range(20)))
+        clients = await asyncio.gather(
+            *(env.call(f"cb-{i}", speed=8.0, to=f"+155512300{i:02d}") for i in range(20))
+        )
         await asyncio.gather(
             *(c.wait_until(lambda c=c: len(c.received_audio) >= len(GREETING), 10) for c in clients)
         )

@@ -160,6 +160,9 @@ async def start_world(
         "database_url": f"sqlite:///{tmpdir}/calls.db",
         "result_webhook_url": orch_srv.url + "/results",
         "result_webhook_secret": webhook_secret,
+        # The emulated callee may be called at any hour (`make demo` at 3 a.m.); the
+        # do-not-call list and the frequency cap stay on.
+        "calling_hours": "00:00-24:00",
         **scenario.settings,
         **(overrides or {}),
     }

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import datetime
 
 from aiohttp import web
 from loguru import logger
@@ -10,7 +11,7 @@ from openai import AsyncOpenAI
 
 from caller_engine.bridge.bridge import Bridge, LogResultSink, MetricsSink
 from caller_engine.bridge.registry import ActiveCalls
-from caller_engine.calls.models import CallRecord
+from caller_engine.calls.models import CallRecord, utcnow
 from caller_engine.calls.service import CallService
 from caller_engine.calls.sql_store import SqlCallStore
 from caller_engine.calls.store import CallStore
@@ -40,7 +41,14 @@ def build_tools(
     return [*catalog.build_tools(settings, gateway, google=google), END_CALL]
 
 
-def create_app(settings: Settings, *, store: CallStore | None = None) -> web.Application:
+def create_app(
+    settings: Settings,
+    *,
+    store: CallStore | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> web.Application:
+    """The application. `store` replaces the one DATABASE_URL names; `clock` replaces the
+    wall clock calling hours are judged by (tests pin it)."""
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
     app.router.add_get("/health", health.health)
     app.router.add_post("/call/initiate", calls.initiate)
@@ -64,9 +72,11 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
             base_url=settings.twilio_api_base_url,
         )
         call_store = store or await SqlCallStore.open(settings.database_url)
-        call_service = CallService(settings, gateway, call_store)
-        call_service.add_sink(LogResultSink())
         app_metrics = Metrics()
+        call_service = CallService(
+            settings, gateway, call_store, metrics=app_metrics, clock=clock or utcnow
+        )
+        call_service.add_sink(LogResultSink())
         call_service.add_sink(MetricsSink(app_metrics))
         worker = _delivery_worker(settings, call_store, call_service)
         if worker is not None:
