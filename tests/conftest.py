@@ -122,9 +122,9 @@ async def api_factory(
 ) -> AsyncIterator[Callable[..., Any]]:
     pool = ApiPool()
 
-    async def start(**overrides: Any) -> Api:
+    async def start(clock: Callable[[], datetime] = daytime, **overrides: Any) -> Api:
         settings = make_settings(**{"twilio_api_base_url": twilio[1], **overrides})
-        return await pool.open(settings)
+        return await pool.open(settings, clock=clock)
 
     yield start
     await pool.close()

@@ -52,8 +52,11 @@ class CallRefused(Exception):
 
 
 def iso_utc(when: datetime | None) -> str | None:
+    """ISO 8601 in UTC to the second, rounded up (a retry at that time is not too early)."""
     if when is None:
         return None
+    if when.microsecond:
+        when = when.replace(microsecond=0) + timedelta(seconds=1)
     return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 

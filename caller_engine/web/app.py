@@ -26,7 +26,7 @@ from caller_engine.tools.end_call import END_CALL
 from caller_engine.tools.google_client import GoogleApis
 from caller_engine.tools.registry import Tool, ToolRegistry
 from caller_engine.transcript.summary import Summarizer
-from caller_engine.web import calls, health, media, metrics, records, twiml, webhooks
+from caller_engine.web import calls, dnc, health, media, metrics, records, twiml, webhooks
 from caller_engine.web.errors import error_middleware
 from caller_engine.web.state import SERVICES, Services
 
@@ -62,6 +62,10 @@ def create_app(
         app.router.add_get("/metrics", metrics.metrics)
     app.router.add_get("/calls", records.list_calls)
     app.router.add_get("/calls/{callbackId}", records.get_call)
+    app.router.add_get("/dnc", dnc.list_numbers)
+    app.router.add_put("/dnc/{number}", dnc.put_number)
+    app.router.add_delete("/dnc/{number}", dnc.delete_number)
+    app.router.add_get("/dnc/{number}", dnc.get_number)
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         # Clients that own aiohttp/httpx sessions are created inside the running loop.
