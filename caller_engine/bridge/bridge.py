@@ -20,6 +20,7 @@ from caller_engine.logging import call_logger
 from caller_engine.metrics import Metrics
 from caller_engine.realtime.base import RealtimeConnector
 from caller_engine.telephony.rest import TelephonyError, TwilioGateway
+from caller_engine.tools.opt_out import OPT_OUT
 from caller_engine.tools.registry import Tool, ToolRegistry
 from caller_engine.transcript.summary import Summarizer
 
@@ -55,7 +56,13 @@ class Bridge:
         calls.on_answered_by(self.on_answered_by)
 
     def tools_for(self, agent: AgentOverrides) -> list[Tool]:
-        return self.tools.select(agent.tools)
+        """The call's tools: its subset, and always `opt_out` when the deployment has it
+        (a callee's request not to be called again is honoured on every call)."""
+        tools = self.tools.select(agent.tools)
+        opt_out = self.tools.get(OPT_OUT.name)
+        if opt_out is not None and opt_out not in tools:
+            tools.append(opt_out)
+        return tools
 
     def observe_tool(self, name: str, ok: bool, duration_ms: float) -> None:
         outcome = "ok" if ok else "error"
@@ -158,6 +165,7 @@ class Bridge:
             metrics=session.metrics.as_dict(),
             error=session.error,
             metadata=session.agent.metadata,
+            optedOut=session.opted_out,
         )
 
     async def close(self) -> None:

@@ -20,7 +20,7 @@ from caller_engine.bridge.metrics import CallMetrics
 from caller_engine.bridge.playback import BYTES_PER_MS, PlaybackTracker, b64_decoded_len
 from caller_engine.bridge.prewarm import Warm
 from caller_engine.bridge.turns import TurnState
-from caller_engine.calls.models import AgentOverrides, CallRecord
+from caller_engine.calls.models import AgentOverrides, CallRecord, DncEntry
 from caller_engine.calls.result import ToolCallRecord
 from caller_engine.logging import call_logger
 from caller_engine.realtime.base import (
@@ -98,6 +98,8 @@ class CallSession:
         self.end_reason = "completed"
         self.error: dict[str, str] | None = None
         self.ending = False
+        self.opted_out = False
+        self._end_after_reply: str | None = None
         self._hangup_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._tool_tasks: dict[str, asyncio.Task[None]] = {}
@@ -190,6 +192,7 @@ class CallSession:
             callee=self.callee,
             log=self.log,
             end_call=self._end_call_requested,
+            opt_out=self._opt_out_requested,
         )
         self.bridge.active.add(self)
         self.log.info("stream started; {} tool(s) offered", len(tools))
@@ -527,6 +530,9 @@ class CallSession:
             self._maybe_hang_up()
             return
         await self._request_response()
+        if self._end_after_reply is not None:
+            reason, self._end_after_reply = self._end_after_reply, None
+            await self._end_call_requested(reason)
 
     async def pending_tools(self) -> None:
         tasks = [t for t in self._tool_tasks.values() if not t.done()]
@@ -535,10 +541,28 @@ class CallSession:
 
     # -- ending ----------------------------------------------------------------------
 
-    async def _end_call_requested(self) -> None:
+    async def _end_call_requested(self, reason: str = "agent ended the call") -> None:
         self.ending = True
-        self.end_reason = "agent ended the call"
+        self.end_reason = reason
         self.loop.call_later(END_CALL_FALLBACK, self._force_end)
+
+    async def _opt_out_requested(self, reason: str) -> None:
+        """The callee asked not to be called again: list the number now; the call ends once
+        the agent's reply to the tool result has played."""
+        entry = DncEntry(
+            number=self.callee,
+            source="opt_out",
+            reason=reason or "asked during the call not to be called again",
+            callback_id=self.callback_id,
+        )
+        _, created = await self.bridge.store.dnc_add(entry)
+        self.opted_out = True
+        self.log.info(
+            "callee opted out: number {} the do-not-call list",
+            "added to" if created else "already on",
+        )
+        if not self.ending:
+            self._end_after_reply = "callee opted out"
 
     def _force_end(self) -> None:
         if self._hangup_task is None and not self._stopped.is_set():

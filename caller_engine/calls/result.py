@@ -55,6 +55,7 @@ class CallResult(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     error: dict[str, Any] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    optedOut: bool = Field(False, description="the callee asked not to be called again")
 
 
 class ResultSink(Protocol):

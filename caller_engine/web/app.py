@@ -24,6 +24,7 @@ from caller_engine.telephony.rest import TwilioGateway
 from caller_engine.tools import catalog
 from caller_engine.tools.end_call import END_CALL
 from caller_engine.tools.google_client import GoogleApis
+from caller_engine.tools.opt_out import OPT_OUT
 from caller_engine.tools.registry import Tool, ToolRegistry
 from caller_engine.transcript.summary import Summarizer
 from caller_engine.web import calls, dnc, health, media, metrics, records, twiml, webhooks
@@ -38,7 +39,7 @@ def build_tools(
     settings: Settings, gateway: TwilioGateway, google: GoogleApis | None
 ) -> Iterable[Tool]:
     """Every tool this deployment offers (per-call subsets are chosen at initiate)."""
-    return [*catalog.build_tools(settings, gateway, google=google), END_CALL]
+    return [*catalog.build_tools(settings, gateway, google=google), END_CALL, OPT_OUT]
 
 
 def create_app(
