@@ -190,10 +190,11 @@ class LogResultSink:
     async def publish(self, result: CallResult) -> None:
         log = call_logger(result.callbackId, result.callSid)
         log.info(
-            "call result: {} ({} transcript entries, {} tool calls, summary {}{})",
+            "call result: {} ({} transcript entries, {} tool calls, summary {}{}{})",
             result.status,
             len(result.transcript),
             len(result.toolCalls),
             "ok" if result.summary else "missing",
             f", error {result.error.get('code')}" if result.error else "",
+            ", opted out" if result.optedOut else "",
         )
