@@ -166,3 +166,16 @@ async def test_a_retry_of_an_accepted_call_stays_a_duplicate_after_hours(
     assert again.status == 200 and body["duplicate"] is True
     assert body["callSid"] == first["callSid"]
     assert len(twilio[0].calls) == 1
+
+
+async def test_a_number_no_zone_data_places_is_refused_until_a_zone_is_given(
+    api_factory: Callable[..., Any],
+) -> None:
+    api = await api_factory(clock=Clock(2030, 1, 2, 15, 0))
+    error = await _refused(api, {"callbackId": "cb-999", "to": "+999123456789"})
+    assert error["nextAllowedAt"] is None and error["calleeTimezones"] == []
+    assert "calleeTimezone" in error["message"]
+    resp = await api.initiate(
+        {"callbackId": "cb-999", "to": "+999123456789", "calleeTimezone": "Europe/Paris"}
+    )
+    assert resp.status == 200
