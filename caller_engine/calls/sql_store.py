@@ -144,15 +144,9 @@ class SqlCallStore:
         async with self.engine.begin() as conn:
             if admission is not None:
                 await _lock_number(conn, record.to)
-                found = (
-                    await conn.execute(
-                        select(calls.c.status).where(calls.c.callback_id == record.callback_id)
-                    )
-                ).first()
-                if found is None or found.status == "dial-failed":
-                    refusal = await self._admit(conn, record, admission)
-                    if refusal is not None:
-                        raise refusal
+                refusal = await self._admit(conn, record, admission)
+                if refusal is not None:
+                    raise refusal
             insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
             stmt = (
                 insert(calls)
@@ -177,21 +171,30 @@ class SqlCallStore:
     async def _admit(
         self, conn: AsyncConnection, record: CallRecord, admission: Admission
     ) -> CallRefused | None:
-        listed = (
-            await conn.execute(
-                select(do_not_call.c.number).where(do_not_call.c.number == record.to)
-            )
-        ).first()
+        """The refusal of a new call, if any; None also for a live duplicate (it is answered
+        as one after the insert finds it). Two statements: each one holds the write lock
+        for another round trip."""
+        existing = select(calls.c.status).where(calls.c.callback_id == record.callback_id)
+        listed = select(do_not_call.c.number).where(do_not_call.c.number == record.to).exists()
+        status, is_listed = (await conn.execute(select(existing.scalar_subquery(), listed))).one()
+        if status is not None and status != "dial-failed":
+            return None
         dialed: list[datetime] = []
-        if admission.max_calls > 0:
-            query = select(calls.c.created_at).where(
-                calls.c.to_number == record.to,
-                calls.c.created_at > record.created_at - admission.window,
-                calls.c.status != "dial-failed",
-                calls.c.callback_id != record.callback_id,
+        if admission.max_calls > 0 and not is_listed and admission.hours is None:
+            # The newest `max_calls` calls in the window decide whether the cap is reached.
+            query = (
+                select(calls.c.created_at)
+                .where(
+                    calls.c.to_number == record.to,
+                    calls.c.created_at > record.created_at - admission.window,
+                    calls.c.status != "dial-failed",
+                    calls.c.callback_id != record.callback_id,
+                )
+                .order_by(calls.c.created_at.desc())
+                .limit(admission.max_calls)
             )
             dialed = list((await conn.execute(query)).scalars())
-        return admit(admission, listed=listed is not None, dialed=dialed, now=record.created_at)
+        return admit(admission, listed=bool(is_listed), dialed=dialed, now=record.created_at)
 
     # -- do-not-call list --------------------------------------------------------------
 
