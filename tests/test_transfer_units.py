@@ -44,7 +44,7 @@ def test_parse_targets() -> None:
     ]
     assert parse_targets("") == []
     for bad, message in (
-        ("sales", "is not name=+number"),
+        ("sales", r"is not name=\+number"),
         ("sales=15551230001", "E.164"),
         ("bad name=+15551230001", "E.164"),
         ("a=+15551230001,a=+15551230002", "listed twice"),
