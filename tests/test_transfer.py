@@ -92,12 +92,13 @@ def refusing(name: str, target: str, **scenario: Any) -> Scenario:
 
 
 async def test_transfer_connects_and_the_record_follows_the_call() -> None:
-    # A one-minute CALL_TIME_LIMIT and a person who talks for two: the human part must not
-    # be cut at the limit (the update raises the call's TimeLimit).
+    # A 40 s CALL_TIME_LIMIT (the agent's part takes about 20 s of the emulated clock) and
+    # a person who talks for 50 s: the human part must not be cut at the limit (the update
+    # raises the call's TimeLimit).
     scenario = dataclasses.replace(
-        scenarios()["transfer"], people={FRONT_DESK: ScriptedPerson(press="1", talk_ms=120_000)}
+        scenarios()["transfer"], people={FRONT_DESK: ScriptedPerson(press="1", talk_ms=50_000)}
     )
-    async with simulated(scenario, call_time_limit=60) as (world, outcome):
+    async with simulated(scenario, call_time_limit=40) as (world, outcome):
         assert outcome.problems == []
         result = outcome.result
         call = world.call(outcome.call_sid)
@@ -112,7 +113,6 @@ async def test_transfer_connects_and_the_record_follows_the_call() -> None:
         number = dial.find("Number")
         assert number is not None and number.text == FRONT_DESK
         assert "callbackId=" in (number.get("url") or "") and "token=" in (number.get("url") or "")
-        assert int(update["TimeLimit"]) > 60 + world.settings.transfer_time_limit
         # The person heard the whisper, pressed 1 and talked with the caller.
         [leg] = call.legs
         assert leg.heard == [
@@ -120,8 +120,9 @@ async def test_transfer_connects_and_the_record_follows_the_call() -> None:
             "Press 1 to accept."
         ]
         assert leg.pressed == "1" and leg.bridged and leg.errors == []
-        assert leg.duration == 120  # the whole conversation, beyond CALL_TIME_LIMIT
+        assert leg.duration == 50  # the whole conversation, beyond CALL_TIME_LIMIT
         assert call.ended_by != "time-limit"
+        assert int(update["TimeLimit"]) > 40 + world.settings.transfer_time_limit
         assert len(call.streams) == 1
         dial_actions = [w for w in call.webhooks if "DialCallStatus" in w.params]
         assert [w.params["DialCallStatus"] for w in dial_actions] == ["completed"]
@@ -136,7 +137,7 @@ async def test_transfer_connects_and_the_record_follows_the_call() -> None:
         )
         assert transfer.summary == TRANSFER_SUMMARY and transfer.reason == "asked for a person"
         assert transfer.requestedAt < (transfer.connectedAt or "") < (transfer.endedAt or "")
-        assert result.humanDuration is not None and result.humanDuration >= 120 / SPEED * 0.9
+        assert result.humanDuration is not None and result.humanDuration >= 50 / SPEED * 0.9
         assert result.duration is not None and result.duration < result.humanDuration
         assert result.endedAt is not None and result.endedAt >= transfer.endedAt
         roles = [(e.role, e.text) for e in result.transcript if e.role == "system"]
@@ -148,6 +149,12 @@ async def test_transfer_connects_and_the_record_follows_the_call() -> None:
         assert outcome.record is not None and outcome.record.transfer == transfer
         delivered = world.orchestrator.results[result.callbackId]
         assert delivered["transfer"]["status"] == "connected"
+        resp = await world.http.get(
+            f"{world.base_url}/calls/{result.callbackId}", headers={"X-API-Key": world.api_key}
+        )
+        view = await resp.json()
+        assert view["transfer"] == transfer.model_dump(mode="json")
+        assert view["result"]["humanDuration"] == result.humanDuration
         # The summary model was told about the transfer.
         asked = str(world.chat.requests[-1])
         assert "transfer to a person (frontdesk): connected" in asked
@@ -325,5 +332,69 @@ async def test_transfer_endpoints_check_signature_token_and_call(step: str) -> N
         assert await post(good, other_call) == 403
         assert await post(good.replace("cb-t", "cb-other"), params) == 403
         assert await post(good, params) == 200
+    finally:
+        await world.stop()
+
+
+@pytest.mark.parametrize("person", ["busy", "no-answer", "failed"])
+async def test_unanswered_transfer_comes_back_to_the_agent(person: Any) -> None:
+    base = scenarios()["transfer-declined"]
+    scenario = dataclasses.replace(
+        base,
+        name=f"transfer-{person}",
+        people={FRONT_DESK: ScriptedPerson(outcome=person)},
+        expect=dataclasses.replace(base.expect, transfer=person),
+    )
+    async with simulated(scenario, transfer_ring_timeout=5) as (world, outcome):
+        assert outcome.problems == []
+        call = world.call(outcome.call_sid)
+        assert call is not None and len(call.streams) == 2
+        [leg] = call.legs
+        assert leg.status == person and leg.heard == []
+        [action] = [w for w in call.webhooks if "DialCallStatus" in w.params]
+        assert action.params["DialCallStatus"] == person
+        assert "<Stream" in action.body
+        second = world.model.sessions[1].received
+        [create, *_] = [e for e in second if e["type"] == "response.create"]
+        assert "offer to book a call-back" in create["response"]["instructions"]
+
+
+async def test_twilio_refusing_the_update_leaves_the_call_with_the_agent() -> None:
+    def make() -> RealtimeScript:
+        args = {"target": "frontdesk", "reason": "asked", "summary": TRANSFER_SUMMARY}
+        return RealtimeScript(
+            responses=[
+                line(f"Hi, this is Dana from {BUSINESS}."),
+                line("Connecting you now.", tools=[("transfer_call", args)]),
+                line("Sorry, I could not put you through. Goodbye!", tools=[("end_call", {})]),
+            ],
+            user_transcripts=[CLIPS["talk_to_someone"]],
+        )
+
+    scenario = Scenario(
+        name="transfer-refused",
+        description="Twilio refuses the call update",
+        callee=lambda world: ScriptedCallee([WaitForAgent(), Say("talk_to_someone")]),
+        script=make,
+        expect=Expectation(
+            status="completed", tools=["transfer_call", "end_call"], transfer="failed"
+        ),
+        settings={"transfer_targets": f"frontdesk={FRONT_DESK}"},
+    )
+    world = await start_world(scenario, speed=SPEED)
+    # The request after the call's creation (the update) fails as Twilio would.
+    world.rest.on_call_created.append(
+        lambda call: world.rest.fail_next.append((503, 20503, "Service Unavailable"))
+    )
+    try:
+        outcome = await run_call(world, io.StringIO(), limit=60)
+        assert outcome.problems == []
+        call = world.call(outcome.call_sid)
+        assert call is not None and call.legs == [] and len(call.streams) == 1
+        creates = [e for e in world.model.sessions[0].received if e["type"] == "response.create"]
+        assert "could not be started" in str(creates[-1])
+        assert "Sorry, I could not put you through." in outcome.result.fullText
+        assert outcome.record is not None and outcome.record.transfer is not None
+        assert outcome.record.transfer.status == "failed"
     finally:
         await world.stop()
