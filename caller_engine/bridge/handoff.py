@@ -6,7 +6,8 @@
    target; the whisper and the dial action come back to `web.transfer`. The update also
    raises the call's TimeLimit: Twilio's limit covers the whole call, the person-to-person
    part included, so CALL_TIME_LIMIT would otherwise cut it.
-3. The media stream ends; its session is parked here by CallSid while the phone rings.
+3. Its session is parked here by CallSid as soon as Twilio took the update (the dial may
+   end before the old stream has wound down); the media stream ends.
 4. The whisper screen (`accepted`) and the dial action (`dial_ended`) settle the outcome.
    Connected: the session stays parked until Twilio reports the call's end (`call_ended`),
    then its result is built. Not connected: the action answers `<Connect><Stream>` again,
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -95,7 +97,9 @@ class Handoffs:
     def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
         self._parked: dict[str, tuple[CallSession, asyncio.TimerHandle]] = {}
-        self._ended: set[str] = set()
+        # Sessions whose call went on elsewhere (adopted by a new stream) or was finished
+        # from here: their own end of stream must not finish the call again.
+        self._done: weakref.WeakSet[CallSession] = weakref.WeakSet()
 
     def __len__(self) -> int:
         return len(self._parked)
@@ -165,6 +169,7 @@ class Handoffs:
             await self._settle(session.callback_id, handoff, "canceled", session)
             return True
         session.log.info("call redirected to dial {}", handoff.target.name)
+        self._hold(session)
         await self.bridge.store.set_transfer(session.callback_id, handoff.transfer)
         return True
 
@@ -177,22 +182,20 @@ class Handoffs:
 
     # -- while it rings ----------------------------------------------------------------
 
-    def park(self, session: CallSession) -> bool:
-        """The stream of a call being transferred ended: keep its session for what comes
-        next. False when there is nothing to wait for."""
-        handoff, call_sid = session.handoff, session.call_sid
-        if handoff is None or call_sid is None or not handoff.redirected:
-            return False
-        if handoff.transfer.final and not handoff.connected:
-            return False
-        if call_sid in self._ended:
-            self._ended.discard(call_sid)
-            return False
+    def _hold(self, session: CallSession) -> None:
+        assert session.call_sid is not None
         settings = self.bridge.settings
         life = settings.transfer_ring_timeout + settings.transfer_time_limit + PARK_MARGIN
-        timer = session.loop.call_later(life, self._expire, call_sid)
-        self._parked[call_sid] = (session, timer)
-        return True
+        timer = session.loop.call_later(life, self._expire, session.call_sid)
+        self._parked[session.call_sid] = (session, timer)
+
+    def park(self, session: CallSession) -> bool:
+        """A stream ended. True when its call is not over for the bridge: it is parked
+        (being transferred) or went on elsewhere; False when its result is due now."""
+        if session in self._done:
+            return True
+        entry = self._parked.get(session.call_sid) if session.call_sid else None
+        return entry is not None and entry[0] is session
 
     def adopt(self, session: CallSession) -> bool:
         """A new stream of a call whose transfer did not connect: carry on its conversation."""
@@ -205,6 +208,7 @@ class Handoffs:
         del self._parked[call_sid]
         entry[1].cancel()
         parked = entry[0]
+        self._done.add(parked)
         session.transcript = parked.transcript
         session.metrics = parked.metrics
         session.handoff = parked.handoff
@@ -289,14 +293,13 @@ class Handoffs:
             return
         entry = self._parked.pop(call_sid, None)
         if entry is None:
-            if record.transfer is not None and record.stream_stopped_at is None:
-                self._ended.add(call_sid)  # its stream has yet to notice
             return
         session, timer = entry
         timer.cancel()
         await self._close(session)
 
     async def _close(self, session: CallSession) -> None:
+        self._done.add(session)
         handoff = session.handoff
         assert handoff is not None
         if handoff.connected and handoff.transfer.endedAt is None:
