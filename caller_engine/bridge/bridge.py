@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 
 from aiohttp import web
+from loguru import logger
 
 from caller_engine.bridge.config import session_config
 from caller_engine.bridge.handoff import Handoff, Handoffs
@@ -16,7 +17,7 @@ from caller_engine.calls.models import AgentOverrides, CallRecord
 from caller_engine.calls.result import CallResult, Summary
 from caller_engine.calls.service import CallService
 from caller_engine.calls.store import CallStore
-from caller_engine.calls.transfer import call_targets
+from caller_engine.calls.transfer import TargetError, call_targets
 from caller_engine.config import Settings
 from caller_engine.logging import call_logger
 from caller_engine.metrics import Metrics
@@ -64,7 +65,12 @@ class Bridge:
         """The call's tools; `transfer_call` when it has people to transfer to."""
         tools = self.tools.select(agent.tools)
         if agent.tools is None or TRANSFER_CALL in agent.tools:
-            targets = call_targets(self.settings.configured_transfer_targets, agent.transferTargets)
+            configured = self.settings.configured_transfer_targets
+            try:
+                targets = call_targets(configured, agent.transferTargets)
+            except TargetError as exc:  # the configuration changed since the initiate
+                logger.warning("transfer_call not offered: {}", exc)
+                targets = []
             if targets:
                 tools.append(transfer_tool(targets))
         return tools
