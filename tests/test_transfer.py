@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from caller_engine.calls.models import AgentOverrides
 from caller_engine.sim.callee import Say, ScriptedCallee, WaitForAgent
 from caller_engine.sim.clips import CLIPS
 from caller_engine.sim.dial import ScriptedPerson
@@ -269,13 +270,6 @@ async def test_caller_hangs_up_while_it_rings() -> None:
         await world.stop()
 
 
-async def test_no_targets_no_tool() -> None:
-    scenario = dataclasses.replace(scenarios()["booking"], name="booking-no-targets")
-    async with simulated(scenario) as (world, outcome):
-        assert outcome.problems == []
-        assert "transfer_call" not in tool_names(world)
-
-
 async def test_per_call_targets_validated_at_initiate() -> None:
     scenario = scenarios()["transfer"]
     world = await start_world(scenario, speed=SPEED)
@@ -302,6 +296,19 @@ async def test_per_call_targets_validated_at_initiate() -> None:
             assert resp.status == 422, body
             assert message in str(body["error"]["fields"])
         assert world.rest.calls == {}
+        # The tool is offered only when the call has targets (and is not left out of
+        # `agent.tools`).
+        bridge = world.app[SERVICES].bridge
+
+        def offered(**agent: Any) -> bool:
+            tools = bridge.tools_for(AgentOverrides.model_validate(agent))
+            return "transfer_call" in [t.name for t in tools]
+
+        assert offered()
+        assert offered(tools=["end_call", "transfer_call"])
+        assert not offered(tools=["end_call"])
+        assert not offered(transferTargets=[])
+        assert not offered(transferTargets=[{"name": "gone"}])  # no longer configured
     finally:
         await world.stop()
 
@@ -336,7 +343,7 @@ async def test_transfer_endpoints_check_signature_token_and_call(step: str) -> N
         await world.stop()
 
 
-@pytest.mark.parametrize("person", ["busy", "no-answer", "failed"])
+@pytest.mark.parametrize("person", ["busy", "no-answer"])
 async def test_unanswered_transfer_comes_back_to_the_agent(person: Any) -> None:
     base = scenarios()["transfer-declined"]
     scenario = dataclasses.replace(
