@@ -239,11 +239,12 @@ class Handoffs:
         handoff = session.handoff if session is not None else None
         return handoff, handoff.transfer if handoff is not None else record.transfer
 
-    async def accepted(self, record: CallRecord) -> None:
-        """The person pressed 1 at the whisper: they are being bridged to the caller."""
+    async def accepted(self, record: CallRecord) -> bool:
+        """The person pressed 1 at the whisper: they are bridged to the caller. False when
+        the transfer is already over (the caller hung up meanwhile)."""
         handoff, transfer = self._transfer(record)
         if transfer is None or transfer.final:
-            return
+            return False
         now = time.time()
         transfer.status = "connected"
         transfer.connectedAt = _iso(now)
@@ -260,6 +261,7 @@ class Handoffs:
             "transfer to {} accepted: connected", transfer.target
         )
         await self.bridge.store.set_transfer(record.callback_id, transfer)
+        return True
 
     async def dial_ended(self, record: CallRecord, dial_call_status: str) -> Transfer | None:
         """The `<Dial>` ended: the transfer's outcome (None when the call has none)."""

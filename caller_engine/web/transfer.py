@@ -78,8 +78,10 @@ async def screen(request: web.Request) -> web.Response:
     params, record = checked
     log = call_logger(record.callback_id, record.call_sid)
     if params.get("Digits") == "1":
-        await request.app[SERVICES].bridge.handoffs.accepted(record)
-        return _xml(twiml.empty())  # the whisper ends: Twilio bridges the two
+        if await request.app[SERVICES].bridge.handoffs.accepted(record):
+            return _xml(twiml.empty())  # the whisper ends: Twilio bridges the two
+        log.info("the transfer target accepted, but the transfer is over")
+        return _xml(twiml.hangup())
     log.info("the transfer target pressed {!r}: declined", params.get("Digits", ""))
     return _xml(twiml.hangup())
 
