@@ -120,7 +120,13 @@ def _v1_calls_and_deliveries(conn: Connection) -> None:
     meta.create_all(conn)
 
 
-def _dialing_guardrails(conn: Connection) -> None:
+def _v2_call_transfer(conn: Connection) -> None:
+    """The call's hand-off to a person (transfer_call), as a JSON column."""
+    kind = "JSONB" if conn.dialect.name == "postgresql" else "JSON"
+    conn.execute(text(f"ALTER TABLE calls ADD COLUMN transfer {kind}"))
+
+
+def _v3_dialing_guardrails(conn: Connection) -> None:
     """The do-not-call list; per-call calling-hours facts; calls by number and time for the
     frequency cap. Self-contained: it depends only on the `calls` table of version 1."""
     meta = MetaData()
@@ -153,7 +159,10 @@ def _dialing_guardrails(conn: Connection) -> None:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "call records and the result outbox", _v1_calls_and_deliveries),
-    Migration(2, "dialing guardrails: do-not-call list, calling-hours facts", _dialing_guardrails),
+    Migration(2, "the hand-off of a call to a person", _v2_call_transfer),
+    Migration(
+        3, "dialing guardrails: do-not-call list, calling-hours facts", _v3_dialing_guardrails
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from caller_engine.calls.transfer import TargetSpec, Transfer
 from caller_engine.guardrails.zones import valid_zone
 
 if TYPE_CHECKING:
@@ -30,6 +31,8 @@ class AgentOverrides(BaseModel):
     voice: str | None = Field(None, min_length=1, max_length=64)
     greeting: str | None = Field(None, max_length=2_000)
     tools: list[str] | None = Field(None, max_length=32)
+    # People the agent may hand the call to; replaces TRANSFER_TARGETS for this call.
+    transferTargets: list[TargetSpec] | None = Field(None, max_length=20)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -100,6 +103,7 @@ class CallRecord:
     result_webhook_url: str | None = None
     result_source: str | None = None
     delivery: DeliveryState | None = None
+    transfer: Transfer | None = None
     callee_timezone: str | None = None  # given at initiate instead of the number's zones
     ignore_calling_hours: bool = False  # calling hours were overridden for this call
 

@@ -79,6 +79,7 @@ calls = Table(
     Column("result", Json(), nullable=True),
     Column("result_source", String(16), nullable=True),
     Column("dial_attempts", Integer, nullable=False),
+    Column("transfer", Json(), nullable=True),
     Column("callee_timezone", String(64), nullable=True),
     Column("ignore_calling_hours", Boolean, nullable=False, server_default=false()),
     Index("ix_calls_call_sid", "call_sid", unique=True),

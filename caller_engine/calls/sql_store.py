@@ -33,6 +33,7 @@ from caller_engine.calls.sql_rows import (
     record_values,
 )
 from caller_engine.calls.store import DuplicateCall, merged_listing
+from caller_engine.calls.transfer import Transfer
 from caller_engine.guardrails.policy import Admission, CallRefused, admit
 from caller_engine.results.payload import encode_result
 from caller_engine.results.rules import ResultSource, takes_result
@@ -326,6 +327,13 @@ class SqlCallStore:
             calls.c.callback_id == callback_id,
             lambda r: mutations.apply_stream_stopped(r, now),
         )
+
+    async def set_transfer(self, callback_id: str, transfer: Transfer) -> None:
+        def change(record: CallRecord) -> bool:
+            record.transfer = transfer
+            return True
+
+        await self._change(calls.c.callback_id == callback_id, change)
 
     # -- results ---------------------------------------------------------------------
 

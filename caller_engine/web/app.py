@@ -27,7 +27,17 @@ from caller_engine.tools.google_client import GoogleApis
 from caller_engine.tools.opt_out import OPT_OUT
 from caller_engine.tools.registry import Tool, ToolRegistry
 from caller_engine.transcript.summary import Summarizer
-from caller_engine.web import calls, dnc, health, media, metrics, records, twiml, webhooks
+from caller_engine.web import (
+    calls,
+    dnc,
+    health,
+    media,
+    metrics,
+    records,
+    transfer,
+    twiml,
+    webhooks,
+)
 from caller_engine.web.errors import error_middleware
 from caller_engine.web.state import SERVICES, Services
 
@@ -55,6 +65,9 @@ def create_app(
     app.router.add_post("/call/initiate", calls.initiate)
     app.router.add_route("GET", "/twiml/outbound", twiml.outbound)
     app.router.add_route("POST", "/twiml/outbound", twiml.outbound)
+    app.router.add_post("/twiml/transfer/whisper", transfer.whisper)
+    app.router.add_post("/twiml/transfer/screen", transfer.screen)
+    app.router.add_post("/twiml/transfer/done", transfer.done)
     app.router.add_get("/media-stream", media.media_stream)
     app.router.add_get("/media-stream/{callbackId}", media.media_stream)
     app.router.add_post("/webhooks/call-status", webhooks.call_status)
