@@ -137,8 +137,9 @@ class CallingHours:
 
 
 def describe_seconds(seconds: float) -> str:
+    """`24 h`, `7 d`, `30 min`, `90 s`: the largest unit that divides it (days from two)."""
     for unit, size in (("d", 86_400), ("h", 3600), ("min", 60)):
-        if seconds >= size and seconds % size == 0:
+        if seconds >= size and seconds % size == 0 and (unit != "d" or seconds >= 2 * size):
             return f"{int(seconds // size)} {unit}"
     return f"{seconds:g} s"
 
