@@ -13,7 +13,7 @@ import pytest
 from loguru import logger
 from sqlalchemy import insert
 
-from caller_engine.calls.models import AgentOverrides, CallRecord, DncEntry, utcnow
+from caller_engine.calls.models import AgentOverrides, CallRecord, DncEntry, StatusEvent, utcnow
 from caller_engine.calls.schema import do_not_call
 from caller_engine.calls.sql_store import SqlCallStore, _lock_number
 from caller_engine.calls.store import DuplicateCall, MemoryCallStore
@@ -243,3 +243,18 @@ async def test_the_memory_store_admits_like_the_sql_ones() -> None:
     assert [e.number for e in await store.dnc_list()] == [NUMBER]
     assert await store.dnc_remove(NUMBER) and not await store.dnc_remove(NUMBER)
     await store.create(record("cb-3"), Admission())
+
+
+async def test_a_result_built_from_the_record_keeps_the_opt_out(instances: Instances) -> None:
+    api = await instances.start()
+    store = api.services.store
+    await store.create(CallRecord("cb-lost", NUMBER, False, AgentOverrides()))
+    await store.dialed("cb-lost", "CA1", "queued")
+    await store.stream_started("cb-lost", "MZ1")
+    await store.dnc_add(DncEntry(NUMBER, "opt_out", callback_id="cb-lost"))
+    record = await store.add_status("CA1", StatusEvent("completed", 3, "now"))
+    assert record is not None and record.is_final
+    # The bridge's result never came (its instance died): the record's result says it.
+    assert await api.services.calls.finish_from_record(record)
+    kept = await store.get("cb-lost")
+    assert kept is not None and kept.result is not None and kept.result.optedOut is True

@@ -89,6 +89,12 @@ class CallService:
         result = result_from_record(record, voicemail=voicemail, error=error)
         if result is None:
             return False
+        if record.stream_started_at is not None:
+            # An opt-out during the call is on the do-not-call list even when the bridge's
+            # result never came.
+            listed = await self.store.dnc_get(record.to)
+            if listed is not None and listed.source == "opt_out":
+                result.optedOut = listed.callback_id == record.callback_id
         return await self.finish(result, source="record")
 
     def on_answered_by(self, listener: AnsweredByListener) -> None:
