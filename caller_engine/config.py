@@ -8,8 +8,24 @@ import re
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from caller_engine.calls.transfer import (
+    TargetError,
+    TransferTarget,
+    merge_configured,
+    parse_targets,
+    parse_targets_file,
+)
+from caller_engine.guardrails.hours import CallingWindow, WindowError
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -91,6 +107,15 @@ class Settings(BaseSettings):
     voicemail_action: Literal["hangup", "message"] = "hangup"
     voicemail_message: str = ""
 
+    # Hand-off to a person (transfer_call)
+    transfer_targets: str = ""  # name=+E164,name=+E164
+    transfer_targets_file: str | None = None  # JSON list of {name, number, description}
+    transfer_hold_music_url: str | None = None
+    transfer_ring_timeout: int = Field(20, ge=5, le=600)
+    transfer_whisper_timeout: int = Field(6, ge=1, le=60)
+    transfer_time_limit: int = Field(14_400, ge=60, le=86_400)
+    _transfer_targets: list[TransferTarget] = PrivateAttr(default_factory=list)
+
     # Call records and result delivery to the orchestrator
     database_url: str = "sqlite:///./caller_engine.db"
     result_webhook_url: str | None = None
@@ -103,6 +128,13 @@ class Settings(BaseSettings):
     delivery_lease: float = Field(60.0, gt=0)
     delivery_concurrency: int = Field(8, ge=1, le=100)
     result_grace: float = Field(600.0, gt=0)
+
+    # Dialing guardrails (callee's local time; a per-number cap in a rolling window)
+    calling_hours: str = "08:00-21:00"
+    calling_days: str = ",".join(WEEKDAYS)
+    allow_calling_hours_override: bool = False
+    max_calls_per_number: int = Field(3, ge=0)
+    frequency_window: float = Field(86_400.0, gt=0)
 
     # Google tools
     enable_calendar_tools: bool = False
@@ -145,6 +177,29 @@ class Settings(BaseSettings):
         if unknown or not days:
             raise ValueError(f"must list days among {','.join(WEEKDAYS)}")
         return ",".join(days)
+
+    @field_validator("calling_hours")
+    @classmethod
+    def _calling_hours(cls, value: str) -> str:
+        try:
+            CallingWindow.parse(value)
+        except WindowError as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip()
+
+    @field_validator("calling_days")
+    @classmethod
+    def _calling_days(cls, value: str) -> str:
+        try:
+            window = CallingWindow.parse("00:00-24:00", value)
+        except WindowError as exc:
+            raise ValueError(str(exc)) from None
+        return ",".join(WEEKDAYS[d] for d in sorted(window.days))
+
+    @field_validator("frequency_window", mode="before")
+    @classmethod
+    def _frequency_window(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator("realtime_provider")
     @classmethod
@@ -257,6 +312,40 @@ class Settings(BaseSettings):
             return value.replace("\\n", "\n")
         return value
 
+    @field_validator("transfer_hold_music_url")
+    @classmethod
+    def _hold_music(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL of an audio file")
+        return value
+
+    @model_validator(mode="after")
+    def _targets(self) -> Settings:
+        try:
+            from_file: list[TransferTarget] = []
+            if self.transfer_targets_file:
+                try:
+                    with open(self.transfer_targets_file, encoding="utf-8") as f:
+                        text = f.read()
+                except OSError as exc:
+                    raise TargetError(f"cannot be read ({exc.strerror})") from None
+                try:
+                    from_file = parse_targets_file(text)
+                except TargetError as exc:
+                    raise TargetError(f"TRANSFER_TARGETS_FILE: {exc}") from None
+            from_env = parse_targets(self.transfer_targets)
+        except TargetError as exc:
+            message = str(exc)
+            prefix = "" if message.startswith("TRANSFER_TARGETS_FILE") else "TRANSFER_TARGETS: "
+            if "cannot be read" in message:
+                prefix = "TRANSFER_TARGETS_FILE: "
+            raise ValueError(prefix + message) from None
+        self._transfer_targets = merge_configured(from_env, from_file)
+        return self
+
     # Derived values
 
     @property
@@ -273,6 +362,11 @@ class Settings(BaseSettings):
         first = primary or self.realtime_provider
         rest = [n for n in self.realtime_fallback.split(",") if n and n != first]
         return (first, *rest)
+
+    @property
+    def configured_transfer_targets(self) -> list[TransferTarget]:
+        """TRANSFER_TARGETS_FILE's targets with TRANSFER_TARGETS' over them."""
+        return list(self._transfer_targets)
 
     def public_url(self, path: str) -> str:
         """Public http(s) URL of a path on this service."""
@@ -294,8 +388,24 @@ class Settings(BaseSettings):
         ).digest()
 
     @property
+    def calling_window(self) -> CallingWindow:
+        return CallingWindow.parse(self.calling_hours, self.calling_days)
+
+    @property
     def working_weekdays(self) -> frozenset[int]:
         return frozenset(WEEKDAYS.index(d) for d in self.working_days.split(","))
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def parse_duration(value: str) -> float:
+    """Seconds from `86400`, `90s`, `30m`, `24h` or `7d`."""
+    match = _DURATION.match(value)
+    if match is None:
+        raise ValueError("must be seconds or a number with s, m, h or d (e.g. 24h)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
 
 
 def _check_database_url(value: str) -> str:
