@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from zlib import crc32
 
@@ -91,11 +92,11 @@ def encode_header(name: str, value: HeaderValue) -> bytes:
     return head + bytes((kind,)) + struct.pack("!H", len(raw)) + raw
 
 
-def encode_headers(headers: Headers) -> bytes:
+def encode_headers(headers: Mapping[str, HeaderValue]) -> bytes:
     return b"".join(encode_header(name, value) for name, value in headers.items())
 
 
-def encode_message(headers: Headers | bytes, payload: bytes) -> bytes:
+def encode_message(headers: Mapping[str, HeaderValue] | bytes, payload: bytes) -> bytes:
     """One message; `headers` may be already encoded (constant headers of a hot path)."""
     raw_headers = headers if isinstance(headers, bytes) else encode_headers(headers)
     if len(raw_headers) > MAX_HEADERS_LENGTH:
