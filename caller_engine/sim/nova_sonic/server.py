@@ -51,7 +51,8 @@ class NovaSonicEmulator:
     `stream_limit_s` ends a stream with `modelTimeoutException` (the service's limit is
     8 minutes); `idle_timeout_s` ends one that received no audio for that long with the
     service's error 531. Output audio goes out in `chunk_ms` pieces at `speedup` times
-    real time (0: as fast as the connection takes it). `endpointing_ms` overrides the
+    real time (0: as fast as the connection takes it); after a barge-in `late_chunks` more
+    chunks of the cut audio still go out. `endpointing_ms` overrides the
     pause that ends a caller's turn (otherwise 1.5 / 1.75 / 2 s by sensitivity).
     """
 
@@ -67,7 +68,7 @@ class NovaSonicEmulator:
         speedup: float = 4.0,
         endpointing_ms: int | None = None,
         vad_energy_threshold: float = 400.0,
-        receive_window: int = 65535,
+        late_chunks: int = 0,
     ) -> None:
         self.credentials = credentials
         self.region = region
@@ -78,11 +79,12 @@ class NovaSonicEmulator:
         self.speedup = speedup
         self.endpointing_ms = endpointing_ms
         self.vad_energy_threshold = vad_energy_threshold
-        self.receive_window = receive_window
+        self.late_chunks = late_chunks
         self.sessions: list[EmulatedNovaSession] = []
         self.streams: list[_Stream] = []
         self.refusals: list[Refusal] = []  # pre-stream refusals sent
         self.stream_errors: list[tuple[str, str]] = []  # in-stream exceptions sent
+        self.violations: list[str] = []  # client mistakes there was no way to answer
         self.refuse_next: list[Refusal] = []
         self.requests = 0
         self._connections: set[_Connection] = set()
@@ -147,6 +149,7 @@ class _Stream:
         self.chain = EventChain(emulator.credentials, emulator.region, seed)
         self.outgoing = bytearray()
         self.end_after_flush = False
+        self.local_ended = False  # END_STREAM sent: the client may still close its chain
         self.closed = False
         self.final_frame = False  # the signed empty envelope arrived
         self.client_ended = False
@@ -206,6 +209,11 @@ class _Stream:
             if self.final_frame:
                 self.fail("validationException", "Data received after the final signed frame")
                 return
+            if self.end_after_flush:
+                self.connection.emulator.violations.append(
+                    f"event after the stream ended: {opened[:60]!r}"
+                )
+                continue
             try:
                 self._event(opened)
             except SessionFailure as exc:
@@ -243,10 +251,15 @@ class _Stream:
 
     def client_end(self) -> None:
         self.client_ended = True
-        if not self.closed and not self.final_frame:
-            self.fail("validationException", "The stream ended without its final signed frame")
-            return
+        if not self.final_frame:
+            if self.end_after_flush:
+                self.connection.emulator.violations.append(
+                    "the request ended without its final signed frame"
+                )
+            else:
+                self.fail("validationException", "The stream ended without its final signed frame")
         self.end()
+        self.connection.forget_if_done(self)
 
     # -- output ----------------------------------------------------------------------------
 
@@ -405,7 +418,7 @@ class _Connection(asyncio.Protocol):
         self.h2.send_data(stream_id, body, end_stream=True)
 
     def flush(self, stream: _Stream) -> None:
-        if stream.closed or self.transport is None:
+        if stream.closed or stream.local_ended or self.transport is None:
             return
         outgoing = stream.outgoing
         try:
@@ -419,14 +432,20 @@ class _Connection(asyncio.Protocol):
                     break
                 self.h2.send_data(stream.stream_id, bytes(outgoing[:size]))
                 del outgoing[:size]
-            if not outgoing and stream.end_after_flush:
+            if not outgoing and stream.end_after_flush and not stream.local_ended:
                 self.h2.end_stream(stream.stream_id)
-                stream.close()
-                self.streams.pop(stream.stream_id, None)
+                stream.local_ended = True
+                stream.session.stop()
+                self.forget_if_done(stream)
         except h2.exceptions.StreamClosedError:
             stream.close()
             self.streams.pop(stream.stream_id, None)
         self.write()
+
+    def forget_if_done(self, stream: _Stream) -> None:
+        if stream.local_ended and stream.client_ended:
+            stream.close()
+            self.streams.pop(stream.stream_id, None)
 
     def reset(self, stream: _Stream, code: int) -> None:
         stream.close()

@@ -379,6 +379,8 @@ class EmulatedNovaSession:
     async def _speak(self, completion: str, response: ScriptedResponse) -> tuple[str, int, bool]:
         """SPECULATIVE text, the audio, FINAL text: (what was heard, ms sent, interrupted)."""
         emulator = self.emulator
+        if not response.text and response.audio == b"":
+            return "", 0, False  # a turn that says nothing (e.g. after a hang-up tool)
         self._text_block(
             completion, "ASSISTANT", "SPECULATIVE", response.text, "PARTIAL_TURN", False
         )
@@ -419,9 +421,14 @@ class EmulatedNovaSession:
                 emulator.chunk_ms / 1000 / emulator.speedup if emulator.speedup else 0
             )
         if interrupted:
-            # Barge-in while audio is still being generated: the text block ends first.
-            heard = self._heard(response.text, self._loop.time() - start, total_ms)
+            # Barge-in while audio is still being generated: the FINAL text (of what was
+            # generated) ends first, a few chunks may still follow, then the audio ends.
+            heard = self._heard(response.text, sent / max(1, len(pcm)))
             self._text_block(completion, "ASSISTANT", "FINAL", heard, "INTERRUPTED", True)
+            for offset in range(sent, min(len(pcm), sent + emulator.late_chunks * chunk), chunk):
+                piece = pcm[offset : offset + chunk]
+                self.output_audio += piece
+                self._emit("audioOutput", {**base, "content": base64.b64encode(piece).decode()})
             self._emit("contentEnd", {**base, "type": "AUDIO", "stopReason": "END_TURN"})
             self.barge_ins += 1
             self._speaking_until = 0.0
@@ -437,19 +444,16 @@ class EmulatedNovaSession:
         self._speaking_until = 0.0
         if interrupted:
             self.barge_ins += 1
-            heard = self._heard(response.text, self._loop.time() - start, total_ms)
-            self._text_block(completion, "ASSISTANT", "FINAL", heard, "INTERRUPTED", True)
-            return heard, total_ms, True
+            self._text_block(completion, "ASSISTANT", "FINAL", response.text, "INTERRUPTED", True)
+            return response.text, total_ms, True
         self._text_block(completion, "ASSISTANT", "FINAL", response.text, "END_TURN", False)
         return response.text, total_ms, False
 
     @staticmethod
-    def _heard(text: str, elapsed_s: float, total_ms: int) -> str:
+    def _heard(text: str, share: float) -> str:
+        """The words of `text` covered by the `share` of its audio that was generated."""
         words = text.split()
-        if not words or total_ms <= 0:
-            return ""
-        share = min(1.0, elapsed_s * 1000 / total_ms)
-        return " ".join(words[: int(len(words) * share)])
+        return " ".join(words[: round(len(words) * min(1.0, share))])
 
     async def _use_tool(self, completion: str, name: str, arguments: dict[str, Any]) -> str:
         tool_use_id = str(uuid.uuid4())
