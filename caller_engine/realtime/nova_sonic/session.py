@@ -328,8 +328,9 @@ class NovaSonicSession:
         self._note_quiet()
 
     def _interrupt(self) -> None:
-        response = self._response
-        if response is None or response in self._interrupted:
+        """Barge-in: on the active response, or on the last one while its audio plays."""
+        response = self._response or self._last_response
+        if not response or response in self._interrupted:
             return
         self._interrupted.add(response)
         self._to_caller.reset()

@@ -135,6 +135,10 @@ class NovaSonicEmulator:
     ) -> None:
         self.stream_of(session).reset(code)
 
+    def drop(self, session: EmulatedNovaSession) -> None:
+        """Close the stream's connection unannounced (no GOAWAY, no reset)."""
+        self.stream_of(session).connection.abort()
+
     def goaway(self, session: EmulatedNovaSession, code: int = 0) -> None:
         self.stream_of(session).connection.goaway(code)
 
@@ -293,6 +297,7 @@ class _Stream:
     def close(self) -> None:
         self.closed = True
         self.session.stop()
+        self.session.closed.set()
         self._timer.cancel()
 
 

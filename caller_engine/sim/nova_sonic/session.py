@@ -8,8 +8,10 @@ the endpointing sensitivity) or of an interactive USER text. It is `completionSt
 caller's transcript as USER FINAL text, ASSISTANT SPECULATIVE text, AUDIO faster than real
 time, ASSISTANT FINAL text, any `toolUse` (the reply waits for its result), `usageEvent`
 and `completionEnd`. Caller speech while the reply's audio would still be playing at real
-time is a barge-in: the audio stops, and the FINAL text carries what was heard, then
-`{ "interrupted" : true }` and stop reason INTERRUPTED.
+time is a barge-in: while audio is still being generated it stops, the FINAL text carries
+what was generated, then `{ "interrupted" : true }` and stop reason INTERRUPTED; after that,
+an ASSISTANT text block with just the interrupted marker reports it (the completion stays
+open while the audio plays).
 """
 
 from __future__ import annotations
@@ -92,6 +94,9 @@ class EmulatedNovaSession:
         self.barge_ins = 0
         self.tool_results: dict[str, str] = {}
         self.ended_cleanly = False
+        self.prompts: list[str] = []  # interactive USER texts (what asked the model to speak)
+        self.tool_uses: dict[str, str] = {}  # toolUseId → tool name
+        self.closed = asyncio.Event()  # the stream is over (ended, reset or dropped)
         self._contents: dict[str, _Content] = {}
         self._used_names: set[str] = set()
         self._audio_content: str | None = None
@@ -259,6 +264,7 @@ class EmulatedNovaSession:
         elif content.role in ("SYSTEM", "SYSTEM_SPEECH"):
             self.system_prompt = text
         elif content.interactive:
+            self.prompts.append(text)
             self._turns.put_nowait(_Turn(text, from_audio=False))
         else:
             self.history.append((content.role, text))
@@ -354,9 +360,12 @@ class EmulatedNovaSession:
                     self.transcript.append(("ASSISTANT", heard))
             if interrupted or not response.tool_calls:
                 break
-            for tool_name, arguments in response.tool_calls:
-                await self._use_tool(completion, tool_name, arguments)
+            await asyncio.gather(
+                *(self._use_tool(completion, name, args) for name, args in response.tool_calls)
+            )
             response = self.script.next_response()
+        if not interrupted:
+            interrupted = await self._playback(completion)
         words = len(turn.user_text.split())
         self._emit(
             "usageEvent",
@@ -434,7 +443,14 @@ class EmulatedNovaSession:
             self._speaking_until = 0.0
             return heard, sent // bytes_per_ms, True
         self._emit("contentEnd", {**base, "type": "AUDIO", "stopReason": "END_TURN"})
+        self._text_block(completion, "ASSISTANT", "FINAL", response.text, "END_TURN", False)
+        return response.text, total_ms, False
+
+    async def _playback(self, completion: str) -> bool:
+        """Wait while the reply's audio would still be playing; True on a barge-in, which
+        is reported with an interrupted text block."""
         remaining = self._speaking_until - self._loop.time()
+        interrupted = False
         if remaining > 0:
             try:
                 await asyncio.wait_for(self._barged_in.wait(), remaining)
@@ -444,10 +460,8 @@ class EmulatedNovaSession:
         self._speaking_until = 0.0
         if interrupted:
             self.barge_ins += 1
-            self._text_block(completion, "ASSISTANT", "FINAL", response.text, "INTERRUPTED", True)
-            return response.text, total_ms, True
-        self._text_block(completion, "ASSISTANT", "FINAL", response.text, "END_TURN", False)
-        return response.text, total_ms, False
+            self._text_block(completion, "ASSISTANT", "FINAL", "", "INTERRUPTED", True)
+        return interrupted
 
     @staticmethod
     def _heard(text: str, share: float) -> str:
@@ -459,6 +473,7 @@ class EmulatedNovaSession:
         tool_use_id = str(uuid.uuid4())
         future: asyncio.Future[str] = self._loop.create_future()
         self._pending_tools[tool_use_id] = future
+        self.tool_uses[tool_use_id] = name
         base = {"completionId": completion, "contentId": str(uuid.uuid4())}
         self._emit(
             "contentStart",
