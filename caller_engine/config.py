@@ -18,7 +18,12 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 PROVIDER_CREDENTIALS: dict[str, tuple[str, ...]] = {
     "openai": ("openai_api_key",),
     "nova_sonic": ("aws_access_key_id", "aws_secret_access_key"),
+    "gemini": ("gemini_api_key",),
 }
+GEMINI_LIVE_URL = (
+    "wss://generativelanguage.googleapis.com/ws/"
+    "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+)
 
 
 class ConfigError(Exception):
@@ -69,6 +74,11 @@ class Settings(BaseSettings):
     bedrock_runtime_url: str | None = None  # https://bedrock-runtime.{region}.amazonaws.com
     nova_sonic_renew_after: float = Field(360.0, ge=5, le=450)  # the service ends at 480 s
     summary_model: str = "gpt-4o-mini"
+    gemini_api_key: str | None = None
+    gemini_live_url: str = GEMINI_LIVE_URL
+    gemini_model: str = "gemini-3.8-live"
+    gemini_voice: str = "Kore"
+    gemini_input_rate: Literal[8000, 16000] = 16000
     vad_type: Literal["server_vad", "semantic_vad"] = "server_vad"
     vad_threshold: float = Field(0.5, ge=0, le=1)
     vad_silence_ms: int = Field(500, ge=0)
@@ -165,7 +175,9 @@ class Settings(BaseSettings):
             )
         return ",".join(dict.fromkeys(names))
 
-    @field_validator("openai_api_key", "aws_access_key_id", "aws_secret_access_key")
+    @field_validator(
+        "openai_api_key", "gemini_api_key", "aws_access_key_id", "aws_secret_access_key"
+    )
     @classmethod
     def _credential(cls, value: str | None, info: ValidationInfo) -> str | None:
         """A provider's credential is required when it is selected or a fallback."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from caller_engine.aws.sigv4 import Credentials
 from caller_engine.config import Settings
 from caller_engine.realtime.base import RealtimeConnector
+from caller_engine.realtime.gemini import GeminiLiveConnector
 from caller_engine.realtime.nova_sonic import BedrockTarget, NovaSonicConnector, NovaSonicOptions
 from caller_engine.realtime.openai import OpenAIRealtimeConnector
 
@@ -45,9 +46,19 @@ def _nova_sonic(settings: Settings) -> RealtimeConnector:
     return NovaSonicConnector(NovaSonicOptions(target, renew_after=settings.nova_sonic_renew_after))
 
 
+def _gemini(settings: Settings) -> RealtimeConnector:
+    return GeminiLiveConnector(
+        settings.gemini_live_url,
+        settings.gemini_model,
+        settings.gemini_api_key or "",
+        input_rate=settings.gemini_input_rate,
+    )
+
+
 PROVIDERS: dict[str, Provider] = {
     "openai": Provider("openai", _openai, lambda s: s.openai_voice),
     "nova_sonic": Provider("nova_sonic", _nova_sonic, lambda s: s.nova_sonic_voice),
+    "gemini": Provider("gemini", _gemini, lambda s: s.gemini_voice),
 }
 
 
