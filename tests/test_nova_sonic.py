@@ -226,6 +226,29 @@ async def test_a_stream_error_closes_the_session_for_a_reconnect(
     await session.close()
 
 
+async def test_a_refused_setup_is_a_refusal_and_later_validation_errors_are_not(
+    emulator: NovaSonicEmulator,
+) -> None:
+    bad_voice = SessionConfig(instructions="Hi.", voice="nobody")
+    session = await NovaSonicConnector(options(emulator)).connect(bad_voice)
+    events = await collect_until(session, lambda e: isinstance(e, Closed))
+    closed = events[-1]
+    assert isinstance(closed, Closed) and closed.refused and closed.fatal
+    assert "voiceId" in closed.reason
+    await session.close()
+
+    emulator.script_factory = script(ScriptedResponse("Hello.", audio=mulaw.tone(100)))
+    session = await NovaSonicConnector(options(emulator)).connect(CONFIG)
+    await session.create_response("Greet.")
+    await collect_until(session, lambda e: isinstance(e, ResponseDone))
+    timeout = "Timed out waiting for input events InternalErrorCode=531"
+    emulator.fail_stream(emulator.sessions[-1], "validationException", timeout)
+    events = await collect_until(session, lambda e: isinstance(e, Closed))
+    closed = events[-1]
+    assert isinstance(closed, Closed) and not closed.refused and not closed.fatal
+    await session.close()
+
+
 @pytest.mark.parametrize("fault", ["reset", "goaway"])
 async def test_reset_and_goaway_close_the_session(emulator: NovaSonicEmulator, fault: str) -> None:
     session = await NovaSonicConnector(options(emulator)).connect(CONFIG)

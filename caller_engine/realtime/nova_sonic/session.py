@@ -10,7 +10,9 @@ A stream lives about 8 minutes, so after `renew_after` seconds, at a quiet momen
 response under way, no tool call open), a new stream is opened and set up with the system
 prompt, the conversation so far as text and the last seconds of caller audio; caller audio
 then moves to it in one step and the old stream is ended cleanly. An unexpected end of the
-stream becomes `Closed`, and the bridge reconnects or fails over.
+stream becomes `Closed`, and the bridge reconnects or fails over. The service answers the
+request before it reads the setup, so a refused setup (a validationException before any
+output) or a credential error arrives in the stream: `Closed(refused=True)`.
 """
 
 from __future__ import annotations
@@ -57,8 +59,16 @@ INTERRUPTED = '{ "interrupted" : true }'
 MAX_UNSENT_BYTES = 64 * 1024
 REPLAY_AUDIO_FRAMES = 150  # the last 3 s of 20 ms caller frames go to a renewed stream
 CLOSE_GRACE = 0.5  # seconds to let the service end the stream after sessionEnd
-# In-stream errors after which a new stream cannot help.
-FATAL_STREAM_ERRORS = frozenset({"accessDeniedException", "AccessDeniedException"})
+# In-stream errors that refuse the session whenever they come (lower-cased exception types).
+ACCESS_ERRORS = frozenset(
+    {
+        "accessdeniedexception",
+        "unrecognizedclientexception",
+        "invalidsignatureexception",
+        "expiredtokenexception",
+    }
+)
+SILENCE_TIMEOUT = "InternalErrorCode=531"  # a validationException the service recovers from
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +90,7 @@ class _Stream:
         self.audio_prefix, self.audio_suffix = ev.audio_input_parts(self.prompt, self.audio_content)
         self.reader: asyncio.Task[None] | None = None
         self.opened_at = asyncio.get_running_loop().time()
+        self.answered = False  # an output event arrived: the setup was accepted
 
 
 class NovaSonicSession:
@@ -249,25 +260,26 @@ class NovaSonicSession:
         with contextlib.suppress(H2Error, OSError):
             await asyncio.wait_for(bedrock.close(), CLOSE_GRACE)
 
-    def _emit_closed(self, reason: str, *, fatal: bool = False) -> None:
+    def _emit_closed(self, reason: str, *, refused: bool = False) -> None:
         if not self._closed:
             self._closed = True
-            self._events.put_nowait(Closed(reason, fatal))
+            self._events.put_nowait(Closed(reason, fatal=refused, refused=refused))
 
     # -- output ----------------------------------------------------------------------------
 
     async def _read(self, stream: _Stream) -> None:
-        reason, fatal = "the service ended the stream", False
+        reason, refused = "the service ended the stream", False
         try:
             async for event in stream.bedrock.events():
+                stream.answered = True
                 if stream is self._stream:
                     self._translate(event)
         except StreamFailed as exc:
             reason = str(exc)
-            fatal = exc.error_type in FATAL_STREAM_ERRORS
+            refused = refuses(exc, answered=stream.answered)
         if stream is self._stream and not self._closing:
             self._stream = None
-            self._emit_closed(reason, fatal=fatal)
+            self._emit_closed(reason, refused=refused)
             await stream.bedrock.close()
 
     def _translate(self, event: dict[str, Any]) -> None:
@@ -432,6 +444,16 @@ class NovaSonicSession:
         new.reader = asyncio.create_task(self._read(new))
         self.renewals += 1
         await self._end_stream(old)
+
+
+def refuses(exc: StreamFailed, *, answered: bool) -> bool:
+    """Whether an in-stream error refuses the session (no new stream can help): a credential
+    or access error at any time, or a validationException before the stream said anything
+    (the service refused the setup: model, voice, tools, prompt)."""
+    kind = exc.error_type.lower()
+    if kind in ACCESS_ERRORS:
+        return True
+    return kind == "validationexception" and not answered and SILENCE_TIMEOUT not in exc.message
 
 
 def _generation_stage(fields: Any) -> str:
