@@ -54,6 +54,8 @@ class NovaSonicEmulator:
     real time (0: as fast as the connection takes it); after a barge-in `late_chunks` more
     chunks of the cut audio still go out. `endpointing_ms` overrides the
     pause that ends a caller's turn (otherwise 1.5 / 1.75 / 2 s by sensitivity).
+    `playback_speed` is how fast the caller's line plays a reply (a simulated phone may run
+    faster than real time): caller speech before the reply has played is a barge-in.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class NovaSonicEmulator:
         endpointing_ms: int | None = None,
         vad_energy_threshold: float = 400.0,
         late_chunks: int = 0,
+        playback_speed: float = 1.0,
     ) -> None:
         self.credentials = credentials
         self.region = region
@@ -80,6 +83,7 @@ class NovaSonicEmulator:
         self.endpointing_ms = endpointing_ms
         self.vad_energy_threshold = vad_energy_threshold
         self.late_chunks = late_chunks
+        self.playback_speed = playback_speed
         self.sessions: list[EmulatedNovaSession] = []
         self.streams: list[_Stream] = []
         self.refusals: list[Refusal] = []  # pre-stream refusals sent

@@ -414,7 +414,7 @@ class EmulatedNovaSession:
             },
         )
         start = self._loop.time()
-        self._speaking_until = start + total_ms / 1000
+        self._speaking_until = start + total_ms / 1000 / emulator.playback_speed
         chunk = emulator.chunk_ms * bytes_per_ms
         sent = 0
         interrupted = False
