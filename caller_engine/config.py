@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     nova_sonic_model_id: str = "amazon.nova-2-sonic-v1:0"
     nova_sonic_voice: str = "tiffany"
     bedrock_runtime_url: str | None = None  # https://bedrock-runtime.{region}.amazonaws.com
-    nova_sonic_renew_after: float = Field(360.0, ge=5, le=450)  # the service ends at 480 s
+    nova_sonic_renew_after: float = Field(360.0, ge=1, le=450)  # the service ends at 480 s
     summary_model: str = "gpt-4o-mini"
     gemini_api_key: str | None = None
     gemini_live_url: str = GEMINI_LIVE_URL

@@ -18,6 +18,7 @@ output) or a credential error arrives in the stream: `Closed(refused=True)`.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import contextlib
 import uuid
 from collections import deque
@@ -56,8 +57,13 @@ from caller_engine.realtime.nova_sonic.stream import (
 )
 
 INTERRUPTED = '{ "interrupted" : true }'
-MAX_UNSENT_BYTES = 64 * 1024
-REPLAY_AUDIO_FRAMES = 150  # the last 3 s of 20 ms caller frames go to a renewed stream
+# Caller audio waiting for the service's flow-control window before frames are dropped:
+# about 10 s (a 20 ms frame is about 900 bytes once wrapped), room for a renewal's replay.
+MAX_UNSENT_BYTES = 512 * 1024
+# A renewed stream first hears the caller's audio since their last transcribed turn, at most
+# the last 3 s of 20 ms frames, in events of 200 ms.
+REPLAY_AUDIO_FRAMES = 150
+REPLAY_EVENT_FRAMES = 10
 CLOSE_GRACE = 0.5  # seconds to let the service end the stream after sessionEnd
 # In-stream errors that refuse the session whenever they come (lower-cased exception types).
 ACCESS_ERRORS = frozenset(
@@ -363,6 +369,7 @@ class NovaSonicSession:
         role = content.get("role")
         put = self._events.put_nowait
         if role == "USER" and stage != "SPECULATIVE" and text:
+            self._recent.clear()  # that turn is heard: a renewal must not replay it
             item = content.get("contentId", "")
             put(UserItem(item))
             put(UserTranscript(item, text))
@@ -435,9 +442,14 @@ class NovaSonicSession:
             await new.bedrock.close()
             return
         # One step: the recent caller audio, then the switch; nothing is lost in between.
+        recent = list(self._recent)
         with contextlib.suppress(H2Error):
-            for pcm in self._recent:
-                new.bedrock.send_raw(new.audio_prefix + pcm + new.audio_suffix)
+            for start in range(0, len(recent), REPLAY_EVENT_FRAMES):
+                pcm = b"".join(
+                    map(binascii.a2b_base64, recent[start : start + REPLAY_EVENT_FRAMES])
+                )
+                content = binascii.b2a_base64(pcm, newline=False)
+                new.bedrock.send_raw(new.audio_prefix + content + new.audio_suffix)
         self._stream = new
         self._contents.clear()
         self._audio_item = None

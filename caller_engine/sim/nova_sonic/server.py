@@ -121,11 +121,6 @@ class NovaSonicEmulator:
                 await self._session_added.wait()
         return self.sessions[count - 1]
 
-    def note_audio(self, session: EmulatedNovaSession) -> None:
-        for stream in self.streams:
-            if stream.session is session:
-                stream.last_audio = asyncio.get_running_loop().time()
-
     # -- faults ----------------------------------------------------------------------------
 
     def stream_of(self, session: EmulatedNovaSession) -> _Stream:
@@ -164,7 +159,6 @@ class _Stream:
         self.session = EmulatedNovaSession(emulator, model_id, self.send_event, self.fail)
         loop = asyncio.get_running_loop()
         self.started = loop.time()
-        self.last_audio = self.started
         self._timer = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
@@ -178,7 +172,8 @@ class _Stream:
                     f"Stream duration exceeded the maximum of {emulator.stream_limit_s:g} seconds",
                 )
                 return
-            if now - self.last_audio >= emulator.idle_timeout_s:
+            last_audio = self.session.audio_last_at or self.started
+            if now - last_audio >= emulator.idle_timeout_s:
                 self.fail(
                     "validationException",
                     "Timed out waiting for input events. InternalErrorCode=531",
@@ -189,7 +184,7 @@ class _Stream:
                     0.01,
                     min(
                         self.started + emulator.stream_limit_s,
-                        self.last_audio + emulator.idle_timeout_s,
+                        last_audio + emulator.idle_timeout_s,
                     )
                     - now,
                 )

@@ -81,6 +81,8 @@ class EmulatedNovaSession:
         self.received: list[dict[str, Any]] = []  # every input event (audio content elided)
         self.sent: list[dict[str, Any]] = []  # every output event (audio content elided)
         self.input_audio = bytearray()  # caller PCM16 as received
+        self.audio_first_at: float | None = None  # loop time of the first and latest audio
+        self.audio_last_at: float | None = None
         self.output_audio = bytearray()  # model PCM16 as sent
         self.transcript: list[tuple[str, str]] = []  # (USER|ASSISTANT, final text)
         self.tools: dict[str, dict[str, Any]] = {}
@@ -237,7 +239,9 @@ class EmulatedNovaSession:
         if len(pcm) % 2:
             raise Invalid("audioInput.content is not whole 16-bit samples")
         self.input_audio += pcm
-        self.emulator.note_audio(self)
+        self.audio_last_at = self._loop.time()
+        if self.audio_first_at is None:
+            self.audio_first_at = self.audio_last_at
         for vad_event in self.vad.feed(pcm):
             if vad_event.kind == "started":
                 if self._replying and self._loop.time() < self._speaking_until:
