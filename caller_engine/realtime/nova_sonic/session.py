@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from loguru import logger
 
 from caller_engine.audio.convert import CallerToPcm, PcmToCaller
 from caller_engine.aws.h2client import H2Error
@@ -424,8 +425,9 @@ class NovaSonicSession:
                 continue
             try:
                 await self.renew()
-            except ConnectError:
+            except ConnectError as exc:
                 # The current stream goes on; its end (if it comes) reconnects as usual.
+                logger.warning("Nova Sonic stream renewal failed: {}", exc)
                 await asyncio.sleep(1.0)
 
     async def renew(self) -> None:
@@ -455,6 +457,8 @@ class NovaSonicSession:
         self._audio_item = None
         new.reader = asyncio.create_task(self._read(new))
         self.renewals += 1
+        age = asyncio.get_running_loop().time() - old.opened_at
+        logger.info("Nova Sonic stream renewed after {:.0f} s (renewal {})", age, self.renewals)
         await self._end_stream(old)
 
 
