@@ -318,3 +318,51 @@ async def test_history_is_replayed_before_the_audio(emulator: NovaSonicEmulator)
     ]
     assert emulator.stream_errors == []
     await session.close()
+
+
+async def test_a_renewal_forced_while_a_tool_runs_sends_its_result_as_text(
+    emulator: NovaSonicEmulator,
+) -> None:
+    shared = RealtimeScript(
+        responses=[
+            ScriptedResponse(
+                "Let me check.", audio=mulaw.tone(100), tool_calls=[("lookup", {"q": "x"})]
+            ),
+            ScriptedResponse("Found it.", audio=mulaw.tone(100)),
+        ]
+    )
+    emulator.script_factory = lambda: shared
+    session = await NovaSonicConnector(options(emulator, renew_after=1.0, renew_wait=0.3)).connect(
+        CONFIG
+    )
+    await session.create_response("Greet.")
+    events = await collect_until(session, lambda e: isinstance(e, FunctionCall))
+    call = next(e for e in events if isinstance(e, FunctionCall))
+    await emulator.wait_for_session(2, within=3)  # forced: the tool call is still open
+    await asyncio.sleep(0.05)
+    assert session.renewals == 1
+    await session.send_tool_result(call.call_id, '{"answer": 42}')
+    events = await collect_until(session, lambda e: isinstance(e, ResponseDone))
+    assert [e.text for e in events if isinstance(e, AgentTranscript)] == ["Found it."]
+    first, second = emulator.sessions
+    assert first.tool_results == {} and first.ended_cleanly
+    assert second.prompts == ['[Result of the earlier lookup: {"answer": 42}]']
+    assert second.history[-1] == ("ASSISTANT", 'Let me check.\n[called lookup with {"q": "x"}]')
+    assert emulator.stream_errors == []
+    await session.close()
+
+
+async def test_a_renewal_forced_mid_reply_ends_that_reply(emulator: NovaSonicEmulator) -> None:
+    emulator.speedup = 1.0  # a 3 s reply takes 3 s to generate
+    emulator.script_factory = script(ScriptedResponse("A long answer.", audio=mulaw.tone(3000)))
+    session = await NovaSonicConnector(options(emulator, renew_after=1.0, renew_wait=0.3)).connect(
+        CONFIG
+    )
+    await session.create_response("Greet.")
+    events = await collect_until(session, lambda e: isinstance(e, ResponseDone))
+    done = events[-1]
+    assert isinstance(done, ResponseDone) and done.status == "incomplete"
+    assert session.renewals == 1 and session.quiet
+    await asyncio.wait_for(emulator.sessions[0].closed.wait(), 2)
+    assert emulator.sessions[0].ended_cleanly and emulator.stream_errors == []
+    await session.close()

@@ -66,6 +66,8 @@ MAX_UNSENT_BYTES = 512 * 1024
 REPLAY_AUDIO_FRAMES = 150
 REPLAY_EVENT_FRAMES = 10
 CLOSE_GRACE = 0.5  # seconds to let the service end the stream after sessionEnd
+STREAM_LIMIT = 480.0  # seconds the service keeps a stream open
+RENEW_MARGIN = 15.0  # a forced renewal starts this long before the limit
 # In-stream errors that refuse the session whenever they come (lower-cased exception types).
 ACCESS_ERRORS = frozenset(
     {
@@ -98,6 +100,7 @@ class _Stream:
         self.reader: asyncio.Task[None] | None = None
         self.opened_at = asyncio.get_running_loop().time()
         self.answered = False  # an output event arrived: the setup was accepted
+        self.tool_uses: set[str] = set()  # toolUseIds this stream asked for
 
 
 class NovaSonicSession:
@@ -200,8 +203,14 @@ class NovaSonicSession:
         self._open_tools.discard(call_id)
         self._note_quiet()
         self._history.append(HistoryItem("tool_output", output, call_id))
-        if stream is not None:
+        if stream is None:
+            return
+        if call_id in stream.tool_uses:
             self._send(ev.tool_result(stream.prompt, str(uuid.uuid4()), call_id, output))
+        else:
+            # Asked on a stream since renewed: this one knows the call from the history.
+            name = self._tool_names.get(call_id, "the tool")
+            await self.send_user_text(f"[Result of the earlier {name}: {output}]")
 
     async def send_user_text(self, text: str) -> None:
         stream = self._stream
@@ -321,6 +330,8 @@ class NovaSonicSession:
             response = self._response or self._last_response
             call_id = body.get("toolUseId", "")
             self._open_tools.add(call_id)
+            if self._stream is not None:
+                self._stream.tool_uses.add(call_id)
             self._tool_names[call_id] = body.get("toolName", "")
             arguments = body.get("content") or "{}"
             self._history.append(
@@ -404,6 +415,8 @@ class NovaSonicSession:
 
     async def _wait_quiet(self, within: float) -> None:
         """Until no response is under way and no tool call is open (or `within` passed)."""
+        if within <= 0:
+            return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(within):
                 while not self.quiet:
@@ -420,26 +433,35 @@ class NovaSonicSession:
             await asyncio.sleep(max(0.0, stream.opened_at + options.renew_after - loop.time()))
             if self._closing or self._stream is not stream:
                 continue
-            await self._wait_quiet(options.renew_wait)
+            # Forced after `renew_wait`, and always in time for the service's limit.
+            deadline = min(
+                stream.opened_at + options.renew_after + options.renew_wait,
+                stream.opened_at + STREAM_LIMIT - RENEW_MARGIN,
+            )
+            await self._wait_quiet(deadline - loop.time())
             if self._closing or self._stream is not stream:
                 continue
             try:
-                await self.renew()
+                await self.renew(deadline)
             except ConnectError as exc:
                 # The current stream goes on; its end (if it comes) reconnects as usual.
                 logger.warning("Nova Sonic stream renewal failed: {}", exc)
                 await asyncio.sleep(1.0)
 
-    async def renew(self) -> None:
-        """Move the conversation to a new stream now (at the next quiet moment, or after
-        `renew_wait`); raise ConnectError when the new stream cannot be opened."""
+    async def renew(self, deadline: float | None = None) -> None:
+        """Move the conversation to a new stream now: at the next quiet moment, or at
+        `deadline` (loop time; default `renew_wait` from now). Raise ConnectError when the
+        new stream cannot be opened."""
         old = self._stream
         if old is None or self._closing:
             return
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + self.options.renew_wait
         new = await self._new_stream()
         self._send_history(new, self._history)
         self._start_audio(new)
-        await self._wait_quiet(self.options.renew_wait)
+        await self._wait_quiet(deadline - loop.time())
         if self._stream is not old or self._closing:
             await new.bedrock.close()
             return
@@ -455,6 +477,8 @@ class NovaSonicSession:
         self._stream = new
         self._contents.clear()
         self._audio_item = None
+        if self._response is not None:  # forced mid-reply: the rest of it is not coming
+            self._end_response("incomplete")
         new.reader = asyncio.create_task(self._read(new))
         self.renewals += 1
         age = asyncio.get_running_loop().time() - old.opened_at
