@@ -132,5 +132,5 @@ def test_8k_input_is_a_table_lookup_only() -> None:
 
 def test_microbenchmark_reports_each_direction() -> None:
     figures = measure(frames=200)
-    assert set(figures) == {"callerToProviderUs", "providerToCallerUs", "passthroughUs"}
+    assert {"callerToProviderUs", "providerToCallerUs", "passthroughUs"} <= set(figures)
     assert all(value > 0 for value in figures.values())

@@ -8,13 +8,22 @@ or copied beyond that. μ-law providers never construct these.
 from __future__ import annotations
 
 import binascii
+import sys
 
 import numpy as np
 
-from caller_engine.audio.codec import pcm16_from_bytes, pcm16_to_ulaw, ulaw_to_pcm16
+from caller_engine.audio.codec import (
+    PCM16_TO_ULAW,
+    ULAW_TO_PCM16,
+    pcm16_from_bytes,
+    pcm16_to_ulaw,
+)
 from caller_engine.audio.resample import StreamResampler
 
 CALLER_RATE = 8000
+_NATIVE_LE = sys.byteorder == "little"  # int16 arrays are the wire's PCM16 as they are
+_a2b = binascii.a2b_base64
+_b2a = binascii.b2a_base64
 
 
 class CallerToPcm:
@@ -28,10 +37,15 @@ class CallerToPcm:
 
     def convert(self, payload_b64: str) -> bytes:
         """One Twilio payload → base64 PCM16 (ASCII bytes, no newline)."""
-        samples = ulaw_to_pcm16(binascii.a2b_base64(payload_b64))
-        if self._resampler is not None:
-            samples = self._resampler(samples)
-        return binascii.b2a_base64(samples.astype("<i2", copy=False).tobytes(), newline=False)
+        ulaw = np.frombuffer(_a2b(payload_b64), dtype=np.uint8)
+        resampler = self._resampler
+        if resampler is None:
+            samples = ULAW_TO_PCM16.take(ulaw)
+        else:  # gathered straight into the (n, 1) column soxr works on
+            samples = resampler.column(ULAW_TO_PCM16.take(ulaw).reshape(-1, 1))
+        if not _NATIVE_LE:  # pragma: no cover - big-endian hosts
+            samples = samples.astype("<i2")
+        return _b2a(samples.tobytes(), newline=False)
 
     def reset(self) -> None:
         if self._resampler is not None:
@@ -51,21 +65,31 @@ class PcmToCaller:
 
     def convert_bytes(self, pcm: bytes) -> bytes:
         """PCM16 bytes → μ-law bytes (possibly empty while the filter fills)."""
+        if self._carry or len(pcm) & 1:
+            pcm = self._whole_samples(pcm)
+        resampler = self._resampler
+        if resampler is None:
+            return pcm16_to_ulaw(pcm16_from_bytes(pcm))
+        if _NATIVE_LE:  # the bytes viewed as the (n, 1) int16 column soxr works on
+            column = np.frombuffer(pcm, dtype=np.int16).reshape(-1, 1)
+        else:  # pragma: no cover - big-endian hosts
+            column = pcm16_from_bytes(pcm).reshape(-1, 1)
+        return PCM16_TO_ULAW.take(resampler.column(column).view(np.uint16)).tobytes()
+
+    def _whole_samples(self, pcm: bytes) -> bytes:
+        """Join the odd byte held from the last chunk; hold this chunk's odd byte, if any."""
         if self._carry:
             pcm = self._carry + pcm
             self._carry = b""
         if len(pcm) & 1:
             self._carry = pcm[-1:]
             pcm = pcm[:-1]
-        samples = pcm16_from_bytes(pcm)
-        if self._resampler is not None:
-            samples = self._resampler(samples)
-        return pcm16_to_ulaw(samples)
+        return pcm
 
     def convert(self, payload_b64: str | bytes) -> str:
         """Base64 PCM16 → base64 μ-law ('' while the filter fills)."""
-        ulaw = self.convert_bytes(binascii.a2b_base64(payload_b64))
-        return binascii.b2a_base64(ulaw, newline=False).decode("ascii") if ulaw else ""
+        ulaw = self.convert_bytes(_a2b(payload_b64))
+        return _b2a(ulaw, newline=False).decode("ascii") if ulaw else ""
 
     def flush(self) -> str:
         """End of a turn: the held tail as base64 μ-law ('' when none); the state resets."""

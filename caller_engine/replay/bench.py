@@ -49,6 +49,7 @@ class BenchOptions:
     plot: Path | None = None
     pin: bool = True
     tool: bool = True  # False: no tool call in the cycle (the bridge's own cost alone)
+    providers: tuple[str, ...] = ("openai",)  # realtime providers, measured one after another
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,39 @@ async def run_bench(options: BenchOptions, out: TextIO | None = None) -> int:
     if placement.driver_cpus is not None:
         os.sched_setaffinity(0, placement.driver_cpus)
     scenario = Scenario() if options.tool else Scenario(tool=None)
+    print(
+        f"caller-engine bench: {', '.join(options.providers)}; levels "
+        f"{', '.join(map(str, options.levels))}; {options.duration:g} s calls started at "
+        f"{options.ramp:g}/s; {placement.describe()}",
+        file=out,
+        flush=True,
+    )
+    runs: dict[str, tuple[dict[str, Any], list[LevelResult]]] = {}
+    for provider in options.providers:
+        runs[provider] = await _bench_provider(provider, options, scenario, placement, out)
+    if len(runs) == 1:
+        [(report, results)] = runs.values()
+    else:
+        print("\nServer CPU per call, side by side (% of one core):", file=out)
+        print(format_comparison({p: r for p, (r, _) in runs.items()}), file=out)
+        report = {
+            "providers": {p: r for p, (r, _) in runs.items()},
+            "comparison": compare_cpu({p: r for p, (r, _) in runs.items()}),
+        }
+        results = [r for _, (_, rs) in runs.items() for r in rs]
+    return finish_outputs(report, results, options.out, options.plot, out)
+
+
+async def _bench_provider(
+    provider: str,
+    options: BenchOptions,
+    scenario: Scenario,
+    placement: Placement,
+    out: TextIO,
+) -> tuple[dict[str, Any], list[LevelResult]]:
+    """Every level for one realtime provider, against its emulator; the report and results."""
     audio = [synthetic_audio(scenario, int(options.duration * 1000))]
-    emulators = Emulators(EmulatorOptions())
+    emulators = Emulators(EmulatorOptions(provider=provider))
     await emulators.start()
     workdir = Path(tempfile.mkdtemp(prefix="caller-engine-bench-"))
     port = free_port()
@@ -160,12 +192,8 @@ async def run_bench(options: BenchOptions, out: TextIO | None = None) -> int:
         emulators.options.account_sid,
         BENCH_API_KEY,
     )
-    print(
-        f"caller-engine bench: levels {', '.join(map(str, options.levels))}; "
-        f"{options.duration:g} s calls started at {options.ramp:g}/s; {placement.describe()}",
-        file=out,
-        flush=True,
-    )
+    if len(options.providers) > 1:
+        print(f"\n== {provider} ==", file=out, flush=True)
     results: list[LevelResult] = []
     log = workdir / "server.log"
     try:
@@ -190,6 +218,7 @@ async def run_bench(options: BenchOptions, out: TextIO | None = None) -> int:
     levels = [r.report for r in results]
     targets = evaluate_targets(levels)
     config: dict[str, Any] = {
+        "provider": provider,
         "levels": list(options.levels),
         "callSeconds": options.duration,
         "rampPerS": options.ramp,
@@ -202,6 +231,11 @@ async def run_bench(options: BenchOptions, out: TextIO | None = None) -> int:
             "modelPace": emulators.options.model_pace,
         },
     }
+    if emulators.gemini is not None:
+        config["latencyFigures"] = (
+            "caller→model and model→caller need frame markers, which do not survive the "
+            "sample-rate conversion: greeting and turn latency only"
+        )
     notes = caveats(levels)
     report = build_report(levels, config, targets=targets, caveats=notes)
     print("\n" + format_tables(levels), file=out)
@@ -209,6 +243,46 @@ async def run_bench(options: BenchOptions, out: TextIO | None = None) -> int:
     print(format_targets(targets), file=out)
     if notes:
         print("\nCaveats:\n" + "\n".join(f"  {note}" for note in notes), file=out)
-    code = finish_outputs(report, results, options.out, options.plot, out)
     shutil.rmtree(workdir, ignore_errors=True)
-    return code
+    return report, results
+
+
+def compare_cpu(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Server CPU per call by level for each provider, and its ratio to the first one's."""
+    names = list(reports)
+    by_level: dict[int, dict[str, float | None]] = {}
+    for name, report in reports.items():
+        for level in report.get("levels") or ():
+            per_call = (level.get("server") or {}).get("cpuPercentPerCall")
+            by_level.setdefault(int(level["concurrency"]), {})[name] = per_call
+    rows: list[dict[str, Any]] = []
+    for calls, values in sorted(by_level.items()):
+        base = values.get(names[0])
+        row: dict[str, Any] = {"calls": calls, "cpuPercentPerCall": values}
+        row["ratio"] = {
+            name: round(value / base, 2) if value and base else None
+            for name, value in values.items()
+        }
+        rows.append(row)
+    return rows
+
+
+def format_comparison(reports: dict[str, dict[str, Any]]) -> str:
+    names = list(reports)
+    lines = [
+        "| calls | "
+        + " | ".join(names)
+        + " | "
+        + " | ".join(f"{n}/{names[0]}" for n in names[1:])
+        + " |",
+        "|---" * (1 + 2 * len(names) - 1) + "|",
+    ]
+    for row in compare_cpu(reports):
+        cpu = [_fmt(row["cpuPercentPerCall"].get(n)) for n in names]
+        ratios = [_fmt(row["ratio"].get(n)) for n in names[1:]]
+        lines.append(f"| {row['calls']} | " + " | ".join(cpu + ratios) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3g}"

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from caller_engine.replay.emulators import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
+from caller_engine.replay.emulators import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, PROVIDERS
 
 REPLAY_EPILOG = """\
 Local server with the bundled model emulator (markers on every frame):
@@ -35,6 +35,14 @@ def _levels(text: str) -> list[int]:
     if not levels or any(level < 1 for level in levels):
         raise argparse.ArgumentTypeError("levels must be positive")
     return levels
+
+
+def _providers(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in PROVIDERS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"give providers among {', '.join(PROVIDERS)}")
+    return list(dict.fromkeys(names))
 
 
 def _positive(text: str) -> float:
@@ -78,6 +86,7 @@ def _replay(args: argparse.Namespace) -> int:
         emulator_host=args.emulator_host,
         advertise_host=args.advertise_host,
         emulator_port=args.emulator_port,
+        provider=args.provider,
     )
     try:
         return asyncio.run(run_replay(options))
@@ -101,6 +110,7 @@ def _bench(args: argparse.Namespace) -> int:
         plot=args.plot,
         pin=not args.no_pin,
         tool=not args.no_tool,
+        providers=tuple(args.provider),
     )
     try:
         return asyncio.run(run_bench(options))
@@ -143,6 +153,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         choices=("emulator", "external"),
         default="emulator",
         help="emulator: replay runs the model emulator (markers); external: the server's own",
+    )
+    replay.add_argument(
+        "--provider",
+        choices=PROVIDERS,
+        default="openai",
+        help="the realtime provider the bundled model emulator speaks (default openai)",
     )
     replay.add_argument(
         "--api-key", default=os.environ.get("API_KEY"), help="the server's API_KEY ($API_KEY)"
@@ -198,5 +214,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     bench.add_argument("--no-pin", action="store_true", help="do not pin the server to a CPU")
     bench.add_argument(
         "--no-tool", action="store_true", help="calls without the send_sms tool call"
+    )
+    bench.add_argument(
+        "--provider",
+        type=_providers,
+        default=["openai"],
+        metavar="NAME[,NAME...]",
+        help="realtime providers, each against its emulator, CPU per call side by side "
+        "(e.g. openai,gemini; default openai)",
     )
     bench.set_defaults(func=_bench)

@@ -30,7 +30,7 @@ from caller_engine.replay.lag import LoopLag
 from caller_engine.replay.probes import CallProbe, Recorder
 from caller_engine.replay.procstat import ProcSampler
 from caller_engine.replay.progress import Progress, bar
-from caller_engine.replay.scenario import FRAME_S, CallerAudio, Scenario
+from caller_engine.replay.scenario import FRAME_S, CallerAudio, PlannedGeminiScript, Scenario
 from caller_engine.replay.sender import FrameSender
 from caller_engine.sim.twilio_media import TwilioMediaClient
 from caller_engine.sim.twilio_rest import EmulatedCall
@@ -165,6 +165,10 @@ class Driver:
             model.on_input_audio = recorder.on_input_audio
             model.on_server_event = recorder.on_server_event
             model.on_client_event = recorder.on_client_event
+        gemini = self.emulators.gemini
+        if gemini is not None:
+            plan = self.scenario.responses()
+            gemini.script_factory = lambda: PlannedGeminiScript(plan=plan)
         # Collector passes over the driver's own heap (tens of ms, growing with the run, and
         # finding nothing: what a level allocates stays alive until it ends) would stall its
         # loop and show as latency. The collector is off for the level, run once after it.

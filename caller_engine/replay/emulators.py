@@ -1,6 +1,7 @@
 """The peers replay runs for the server under test: Twilio's REST API (always: replay plays
-Twilio, so it must see the calls the server places) and, with the bundled model, the OpenAI
-Realtime and Chat Completions emulators. `server_env()` is what the server needs to use them.
+Twilio, so it must see the calls the server places) and, with the bundled model, the realtime
+model's emulator (OpenAI Realtime, or Gemini Live with `provider="gemini"`) and the Chat
+Completions emulator for summaries. `server_env()` is what the server needs to use them.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from caller_engine.sim.gemini import GeminiLiveEmulator
 from caller_engine.sim.openai_chat import ChatCompletionsEmulator
 from caller_engine.sim.openai_realtime import RealtimeEmulator
 from caller_engine.sim.twilio_rest import TwilioRestEmulator
@@ -16,6 +18,9 @@ from caller_engine.sim.twilio_rest import TwilioRestEmulator
 DEFAULT_ACCOUNT_SID = "AC" + "7e" * 16
 DEFAULT_AUTH_TOKEN = "replay-auth-token"
 DEFAULT_OPENAI_KEY = "sk-replay"
+DEFAULT_GEMINI_KEY = "gemini-replay"
+GEMINI_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+PROVIDERS = ("openai", "gemini")
 DEFAULT_PHONE_NUMBER = "+15550001111"
 CHUNK_MS = 100  # model audio per delta
 
@@ -26,6 +31,7 @@ class EmulatorOptions:
     advertise_host: str | None = None  # how the server reaches us; defaults to host
     port: int = 0  # first of three consecutive ports (model, Twilio REST, chat); 0: any
     model: bool = True  # bundled model emulator; False: the server's own model
+    provider: str = "openai"  # which realtime provider the bundled model emulates
     model_pace: float = 2.0  # model audio sent this many times faster than real time
     late_deltas: int = 2  # deltas still sent after an interruption, as on the wire
     account_sid: str = DEFAULT_ACCOUNT_SID
@@ -55,9 +61,19 @@ class Emulators:
         opts = self.options
         self.rest = TwilioRestEmulator(opts.account_sid, opts.auth_token)
         self.model: RealtimeEmulator | None = None
+        self.gemini: GeminiLiveEmulator | None = None
         self.chat: ChatCompletionsEmulator | None = None
-        if opts.model:
-            interval = CHUNK_MS / 1000 / opts.model_pace if opts.model_pace > 0 else 0.0
+        if opts.provider not in PROVIDERS:
+            raise ValueError(f"unknown provider {opts.provider!r}")
+        interval = CHUNK_MS / 1000 / opts.model_pace if opts.model_pace > 0 else 0.0
+        if opts.model and opts.provider == "gemini":
+            self.gemini = GeminiLiveEmulator(
+                api_key=DEFAULT_GEMINI_KEY,
+                chunk_ms=CHUNK_MS,
+                delta_interval=interval,
+                late_chunks=opts.late_deltas,
+            )
+        elif opts.model:
             self.model = RealtimeEmulator(
                 api_key=opts.openai_key,
                 chunk_ms=CHUNK_MS,
@@ -65,13 +81,14 @@ class Emulators:
                 late_deltas=opts.late_deltas,
                 keep_audio_events=False,
             )
+        if opts.model:
             self.chat = ChatCompletionsEmulator(api_key=opts.openai_key)
         self._sites: dict[str, _Site] = {}
 
     async def start(self) -> None:
         opts = self.options
         apps: list[tuple[str, web.Application | None]] = [
-            ("model", self.model.app() if self.model else None),
+            ("model", self._model_app()),
             ("rest", self.rest.app()),
             ("chat", self.chat.app() if self.chat else None),
         ]
@@ -81,6 +98,11 @@ class Emulators:
             site = _Site(app)
             await site.start(opts.host, opts.port + offset if opts.port else 0)
             self._sites[name] = site
+
+    def _model_app(self) -> web.Application | None:
+        if self.gemini is not None:
+            return self.gemini.app()
+        return self.model.app() if self.model is not None else None
 
     async def stop(self) -> None:
         for site in self._sites.values():
@@ -94,6 +116,10 @@ class Emulators:
         self.rest.requests.clear()
         if self.model is not None:
             self.model.sessions.clear()
+        if self.gemini is not None:
+            self.gemini.sessions.clear()
+            self.gemini.conversations.clear()
+            self.gemini.tool_outputs.clear()
         if self.chat is not None:
             self.chat.requests.clear()
             self.chat.request_headers.clear()
@@ -113,9 +139,17 @@ class Emulators:
             "TWILIO_AUTH_TOKEN": opts.auth_token,
             "TWILIO_PHONE_NUMBER": opts.phone_number,
             "TWILIO_API_BASE_URL": self._url("rest"),
+            # Every replayed call rings the same emulated number, at any hour.
+            "CALLING_HOURS": "00:00-24:00",
+            "MAX_CALLS_PER_NUMBER": "0",
         }
         if self.model is not None:
-            env["OPENAI_API_KEY"] = opts.openai_key
             env["OPENAI_REALTIME_URL"] = self._url("model", "ws") + "/v1/realtime"
+        if self.gemini is not None:
+            env["REALTIME_PROVIDER"] = "gemini"
+            env["GEMINI_API_KEY"] = DEFAULT_GEMINI_KEY
+            env["GEMINI_LIVE_URL"] = self._url("model", "ws") + GEMINI_PATH
+        if self.chat is not None:  # summaries (and the OpenAI key the realtime model uses)
+            env["OPENAI_API_KEY"] = opts.openai_key
             env["OPENAI_BASE_URL"] = self._url("chat") + "/v1"
         return env

@@ -237,7 +237,8 @@ class Recorder:
             series["turnLatency"] += inside(call.turns)
             if call.started_at is not None and call.first_audio_at is not None:
                 series["greeting"].append(_ms(call.first_audio_at - call.started_at))
-            _count_inbound(call, inbound)
+            if self.plan:  # frames are counted at the model by their markers
+                _count_inbound(call, inbound)
             probes = sessions_by_call.get(call.index, [])
             starts = sorted(at for probe in probes for at in probe.speech_started)
             series["speechStartedToClear"] += inside(clear_latencies(starts, call.clears))

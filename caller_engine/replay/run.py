@@ -45,6 +45,7 @@ class ReplayOptions:
     emulator_host: str = "127.0.0.1"
     advertise_host: str | None = None
     emulator_port: int = 18180
+    provider: str = "openai"  # the realtime provider the bundled model emulates
 
 
 def load_audio(
@@ -108,6 +109,7 @@ async def run_replay(options: ReplayOptions, out: TextIO | None = None) -> int:
         advertise_host=options.advertise_host,
         port=options.emulator_port,
         model=not real_model,
+        provider=options.provider,
         account_sid=options.account_sid,
         auth_token=options.auth_token,
     )

@@ -21,6 +21,7 @@ from typing import Any
 from caller_engine.audio import mulaw
 from caller_engine.replay import markers
 from caller_engine.sim.clips import CLIPS, load_clip
+from caller_engine.sim.gemini import GeminiResponse, GeminiScript, tone_pcm
 from caller_engine.sim.openai_realtime import RealtimeScript, ScriptedResponse
 
 FRAME_BYTES = 160
@@ -212,3 +213,25 @@ class MarkedScript(RealtimeScript):
         return ScriptedResponse(
             text=planned.text, audio=audio, tool_calls=[(n, dict(a)) for n, a in planned.tool_calls]
         )
+
+
+@cache
+def _tone_24k(ms: int) -> bytes:
+    return tone_pcm(ms)
+
+
+@dataclass
+class PlannedGeminiScript(GeminiScript):
+    """The planned responses of `plan`, in order and repeating, for the Gemini Live emulator:
+    24 kHz PCM16 tones without markers (they would not survive the sample-rate conversion)."""
+
+    plan: list[PlannedResponse] = field(default_factory=list)
+    served: int = 0
+
+    def next_response(self) -> GeminiResponse:
+        if not self.plan:
+            return super().next_response()
+        planned = self.plan[self.served % len(self.plan)]
+        self.served += 1
+        tools = [(name, dict(args)) for name, args in planned.tool_calls]
+        return GeminiResponse(planned.text, _tone_24k(planned.audio_ms), tools)
