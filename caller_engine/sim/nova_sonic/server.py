@@ -100,9 +100,9 @@ class NovaSonicEmulator:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self, port: int = 0) -> str:
+    async def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), "127.0.0.1", port)
+        self._server = await loop.create_server(lambda: _Connection(self), host, port)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.url
 
