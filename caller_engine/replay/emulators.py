@@ -1,7 +1,8 @@
 """The peers replay runs for the server under test: Twilio's REST API (always: replay plays
 Twilio, so it must see the calls the server places) and, with the bundled model, the realtime
 model's emulator (OpenAI Realtime, Gemini Live with `provider="gemini"`, or Nova Sonic's
-HTTP/2 stream with `provider="nova_sonic"`) and the Chat Completions emulator for summaries. `server_env()` is what the server needs to use them.
+HTTP/2 stream with `provider="nova_sonic"`) and the Chat Completions emulator for summaries.
+`server_env()` is what the server needs to use them.
 """
 
 from __future__ import annotations
