@@ -366,3 +366,25 @@ async def test_a_renewal_forced_mid_reply_ends_that_reply(emulator: NovaSonicEmu
     await asyncio.wait_for(emulator.sessions[0].closed.wait(), 2)
     assert emulator.sessions[0].ended_cleanly and emulator.stream_errors == []
     await session.close()
+
+
+def test_a_conversation_on_uvloop_the_loop_the_server_runs_on() -> None:
+    import uvloop  # a dependency on every platform the server runs on
+
+    async def main() -> tuple[list[ProviderEvent], list[tuple[str, str]]]:
+        emu = NovaSonicEmulator(
+            speedup=0, script_factory=script(ScriptedResponse("Hi.", audio=mulaw.tone(100)))
+        )
+        await emu.start()
+        try:
+            session = await NovaSonicConnector(options(emu)).connect(CONFIG)
+            await session.create_response("Greet.")
+            events = await collect_until(session, lambda e: isinstance(e, ResponseDone))
+            await session.close()
+            return events, emu.stream_errors
+        finally:
+            await emu.stop()
+
+    events, errors = uvloop.run(main())
+    assert [e.text for e in events if isinstance(e, AgentTranscript)] == ["Hi."]
+    assert errors == []

@@ -19,7 +19,7 @@ import binascii
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 import h2.config
@@ -309,8 +309,7 @@ class _Connection(asyncio.Protocol):
         self.streams: dict[int, _Stream] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.emulator._connections.add(self)
         self.h2.initiate_connection()
         self.write()
