@@ -33,6 +33,7 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Realtime providers this build can use, each with the settings it cannot run without.
 PROVIDER_CREDENTIALS: dict[str, tuple[str, ...]] = {
     "openai": ("openai_api_key",),
+    "nova_sonic": ("aws_access_key_id", "aws_secret_access_key"),
     "gemini": ("gemini_api_key",),
 }
 GEMINI_LIVE_URL = (
@@ -79,6 +80,15 @@ class Settings(BaseSettings):
     openai_voice: str = "marin"
     openai_base_url: str | None = None
     openai_transcription_model: str = "gpt-4o-mini-transcribe"
+    # Amazon Nova Sonic on Bedrock
+    aws_region: str = "us-east-1"
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    nova_sonic_model_id: str = "amazon.nova-2-sonic-v1:0"
+    nova_sonic_voice: str = "tiffany"
+    bedrock_runtime_url: str | None = None  # https://bedrock-runtime.{region}.amazonaws.com
+    nova_sonic_renew_after: float = Field(360.0, ge=1, le=450)  # the service ends at 480 s
     summary_model: str = "gpt-4o-mini"
     gemini_api_key: str | None = None
     gemini_live_url: str = GEMINI_LIVE_URL
@@ -220,7 +230,9 @@ class Settings(BaseSettings):
             )
         return ",".join(dict.fromkeys(names))
 
-    @field_validator("openai_api_key", "gemini_api_key")
+    @field_validator(
+        "openai_api_key", "gemini_api_key", "aws_access_key_id", "aws_secret_access_key"
+    )
     @classmethod
     def _credential(cls, value: str | None, info: ValidationInfo) -> str | None:
         """A provider's credential is required when it is selected or a fallback."""
@@ -362,6 +374,11 @@ class Settings(BaseSettings):
         first = primary or self.realtime_provider
         rest = [n for n in self.realtime_fallback.split(",") if n and n != first]
         return (first, *rest)
+
+    @property
+    def bedrock_url(self) -> str:
+        url = self.bedrock_runtime_url or f"https://bedrock-runtime.{self.aws_region}.amazonaws.com"
+        return url.rstrip("/")
 
     @property
     def configured_transfer_targets(self) -> list[TransferTarget]:

@@ -29,6 +29,8 @@ from caller_engine.sim.gemini import (
     GeminiScript,
     tone_pcm,
 )
+from caller_engine.sim.nova_sonic import TEST_CREDENTIALS, EmulatedNovaSession, NovaSonicEmulator
+from caller_engine.sim.nova_sonic.auth import Refusal
 from caller_engine.sim.openai_realtime import (
     EmulatedRealtimeSession,
     RealtimeEmulator,
@@ -297,6 +299,112 @@ class GeminiHarness:
             self.emulator.reject_connections = count
 
 
+# -- Amazon Nova Sonic -----------------------------------------------------------------------
+
+
+class NovaView:
+    def __init__(self, emulator: NovaSonicEmulator, session: EmulatedNovaSession) -> None:
+        self.emulator = emulator
+        self.session = session
+
+    @property
+    def closed(self) -> asyncio.Event:
+        return self.session.closed
+
+    def input_ms(self) -> float:
+        return len(self.session.input_audio) / 16  # PCM16 at 8 kHz
+
+    def input_matches(self, sent: bytes) -> bool:
+        return bytes(self.session.input_audio) == mulaw.decode_to_bytes(sent)
+
+    def tool_outputs(self) -> dict[str, dict[str, Any]]:
+        return {
+            self.session.tool_uses.get(use_id, use_id): orjson.loads(output)
+            for use_id, output in self.session.tool_results.items()
+        }
+
+    def prompts(self) -> list[str]:
+        return list(self.session.prompts)
+
+    async def drop(self) -> None:
+        self.emulator.drop(self.session)
+
+
+class NovaHarness:
+    name = "nova_sonic"
+    passthrough = False
+
+    def __init__(self, emulator: NovaSonicEmulator) -> None:
+        self.emulator = emulator
+
+    @staticmethod
+    def script(turns: list[Turn], users: list[str]) -> Callable[[], RealtimeScript]:
+        def make() -> RealtimeScript:
+            return RealtimeScript(
+                responses=[
+                    ScriptedResponse(
+                        text=t.text, audio=tone_ulaw(t.ms, t.hz), tool_calls=list(t.tool_calls)
+                    )
+                    for t in turns
+                ],
+                user_transcripts=list(users),
+                # After the script, the model answers a tool result with nothing more.
+                default_response=ScriptedResponse(text="", audio=b""),
+            )
+
+        return make
+
+    @property
+    def sessions(self) -> list[ModelView]:
+        return [NovaView(self.emulator, s) for s in self.emulator.sessions]
+
+    @property
+    def connection_attempts(self) -> int:
+        return self.emulator.requests
+
+    @property
+    def violations(self) -> list[str]:
+        errors = [f"{kind}: {message}" for kind, message in self.emulator.stream_errors]
+        return self.emulator.violations + errors
+
+    async def wait_for_session(self, index: int = 0, within: float = 5.0) -> ModelView:
+        session = await self.emulator.wait_for_session(index + 1, within)
+        return NovaView(self.emulator, session)
+
+    def refuse(self, fatal: bool, count: int = 1000) -> None:
+        refusal = (
+            Refusal(403, "AccessDeniedException", "You don't have access to the model.")
+            if fatal
+            else Refusal(429, "ThrottlingException", "Too many requests, please wait.")
+        )
+        self.emulator.refuse_next = [refusal] * count
+
+
+@asynccontextmanager
+async def nova_sonic_env(
+    turns: list[Turn], users: list[str], late_chunks: int, settings: dict[str, Any]
+) -> AsyncIterator[tuple[BridgeEnv, Harness]]:
+    emulator = NovaSonicEmulator(
+        script_factory=NovaHarness.script(turns, users),
+        speedup=0,
+        endpointing_ms=300,
+        late_chunks=late_chunks,
+    )
+    await emulator.start()
+    values = {
+        "realtime_provider": "nova_sonic",
+        "aws_access_key_id": TEST_CREDENTIALS.access_key_id,
+        "aws_secret_access_key": TEST_CREDENTIALS.secret_access_key,
+        "bedrock_runtime_url": emulator.url,
+        **settings,
+    }
+    try:
+        async with bridge_env(**values) as env:
+            yield env, NovaHarness(emulator)
+    finally:
+        await emulator.stop()
+
+
 # -- the registry ----------------------------------------------------------------------------
 
 EnvFactory = Callable[..., "AbstractAsyncContextManager[tuple[BridgeEnv, Harness]]"]
@@ -340,6 +448,7 @@ async def gemini_env(
 
 HARNESSES: dict[str, EnvFactory] = {
     "openai": openai_env,
+    "nova_sonic": nova_sonic_env,
     "gemini": gemini_env,
 }
 PROVIDERS = list(HARNESSES)

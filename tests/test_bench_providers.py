@@ -84,3 +84,37 @@ async def test_replay_drives_calls_through_the_gemini_emulator() -> None:
     assert report["callerToModel"].get("lost", 0) == 0
     assert recorder is not None
     assert recorder.finish()["greeting"]["count"] == 2  # the agent spoke first on both
+
+
+async def test_replay_drives_calls_through_the_nova_sonic_emulator() -> None:
+    emulators = Emulators(
+        EmulatorOptions(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, provider="nova_sonic")
+    )
+    assert emulators.nova_sonic is not None and emulators.model is None
+    await emulators.start()
+    env = {name.lower(): value for name, value in emulators.server_env().items()}
+    assert env["realtime_provider"] == "nova_sonic"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = create_app(make_settings(base_url=base, vad_silence_ms=SCENARIO.vad_silence_ms, **env))
+    server = LoopbackServer(app)
+    await server.start(port)
+    audio = synthetic_audio(SCENARIO, SCENARIO.cycle_ms + 300)
+    try:
+        target = Target(base, AUTH_TOKEN, ACCOUNT_SID, API_KEY)
+        async with Driver(target, emulators, [audio], scenario=SCENARIO) as driver:
+            assert not driver.marked
+            result = await driver.run_level(Level(concurrency=2, total=2, ramp_per_s=50))
+        nova = emulators.nova_sonic
+        # Both calls spoke to the Nova Sonic emulator: signed streams, the send_sms tool ran.
+        assert len(nova.sessions) == 2
+        assert len(emulators.rest.messages) == 2
+        assert nova.stream_errors == [] and nova.violations == []
+    finally:
+        await server.stop()
+        await emulators.stop()
+    report = result.report
+    assert report["calls"] == 2 and report["failedCalls"] == 0, report["errors"]
+    recorder = driver.last_recorder
+    assert recorder is not None
+    assert recorder.finish()["greeting"]["count"] == 2  # the agent spoke first on both

@@ -44,6 +44,29 @@ async def test_booking_on_gemini_books_texts_and_summarises() -> None:
         assert world.gemini.violations == []
 
 
+@pytest.mark.parametrize("name", ["booking", "interrupt", "voicemail", "model-drop"])
+async def test_scenarios_on_nova_sonic(name: str) -> None:
+    async with simulated(name, provider="nova_sonic") as (world, outcome):
+        assert outcome.problems == []  # incl. no protocol errors at the emulator
+        nova = world.nova_sonic
+        assert nova is not None and nova.sessions and nova.stream_errors == []
+        assert world.model.sessions == []  # OpenAI's emulator was never used
+        assert outcome.result.provider == "nova_sonic"
+        assert outcome.result.summary is not None
+        if name == "booking":
+            [event] = world.calendar.events.values()
+            assert event.summary == "Appointment - Alex Morgan"
+            assert len(world.rest.messages) == 1
+        elif name == "voicemail":
+            assert any(VOICEMAIL_MESSAGE in p for p in nova.sessions[0].prompts)
+        elif name == "model-drop":
+            assert len(nova.sessions) == 2
+            assert nova.sessions[1].history[1] == (
+                "ASSISTANT",
+                "Hi, this is Dana from Bright Dental. Can I help you book a check-up?",
+            )
+
+
 async def test_booking() -> None:
     async with simulated("booking") as (world, outcome):
         assert outcome.problems == []

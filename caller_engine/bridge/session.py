@@ -456,13 +456,17 @@ class CallSession:
                 return
             reason = closed.reason if closed else "model events ended"
             self.log.warning("model session lost: {}", reason)
-            if closed is not None and closed.fatal:
+            refused = closed is not None and closed.refused
+            if refused:
+                # As when connecting is refused: not retried, on to a fallback if any.
+                self.error = {"code": "model_refused", "message": reason}
+            elif closed is not None and closed.fatal:
                 self.error = {"code": "model_fatal", "message": reason}
                 await self._hangup("model error")
                 return
-            await self._reconnect()
+            await self._reconnect(skip_current=refused)
             if self.model is None:
-                await self._hangup("model unavailable")
+                await self._hangup("model refused" if refused else "model unavailable")
                 return
 
     async def _audio(self, event: AudioDelta) -> None:
@@ -756,7 +760,7 @@ class CallSession:
 
     # -- reconnect -------------------------------------------------------------------
 
-    async def _reconnect(self) -> None:
+    async def _reconnect(self, *, skip_current: bool = False) -> None:
         lost, self.model = self.model, None
         was_responding = self.turns.responding
         if lost is not None:
@@ -764,7 +768,8 @@ class CallSession:
                 await asyncio.wait_for(lost.close(), 1.0)
             except Exception as exc:
                 self.log.debug("closing the lost model session: {!r}", exc)
-        model = await self._connect()  # on to the next provider when this one is exhausted
+        # On to the next provider when this one is exhausted (or refused the session).
+        model = await self._connect(skip_current=skip_current)
         if model is None:
             return
         await model.replay(self.transcript.history())
@@ -777,5 +782,8 @@ class CallSession:
         self._adopt(model)
         self.log.info("model session restored (reconnect {})", self.metrics.reconnects)
         entries = self.transcript.entries()
-        if was_responding or (entries and entries[-1].role in ("user", "tool")):
+        if not entries and was_responding and self.config is not None:
+            # Lost before a word of the greeting: the new session greets as asked.
+            await self._request_response(greeting_instructions(self.config, self.agent.greeting))
+        elif was_responding or (entries and entries[-1].role in ("user", "tool")):
             await self._request_response()

@@ -166,8 +166,14 @@ class ProviderError:
 
 @dataclass(frozen=True, slots=True)
 class Closed:
+    """The session ended. `fatal`: a new session on this provider cannot help. `refused`: the
+    provider refused the session itself (credentials, access, an invalid setup), reported in
+    the stream after connecting had succeeded; the call moves on as if connecting had been
+    refused."""
+
     reason: str
     fatal: bool = False
+    refused: bool = False
 
 
 ProviderEvent = (

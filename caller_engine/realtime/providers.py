@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from caller_engine.aws.sigv4 import Credentials
 from caller_engine.config import Settings
 from caller_engine.realtime.base import RealtimeConnector
 from caller_engine.realtime.gemini import GeminiLiveConnector
+from caller_engine.realtime.nova_sonic import BedrockTarget, NovaSonicConnector, NovaSonicOptions
 from caller_engine.realtime.openai import OpenAIRealtimeConnector
 
 
@@ -32,6 +34,18 @@ def _openai(settings: Settings) -> RealtimeConnector:
     )
 
 
+def _nova_sonic(settings: Settings) -> RealtimeConnector:
+    credentials = Credentials(
+        settings.aws_access_key_id or "",
+        settings.aws_secret_access_key or "",
+        settings.aws_session_token or None,
+    )
+    target = BedrockTarget(
+        settings.bedrock_url, settings.aws_region, settings.nova_sonic_model_id, credentials
+    )
+    return NovaSonicConnector(NovaSonicOptions(target, renew_after=settings.nova_sonic_renew_after))
+
+
 def _gemini(settings: Settings) -> RealtimeConnector:
     return GeminiLiveConnector(
         settings.gemini_live_url,
@@ -43,6 +57,7 @@ def _gemini(settings: Settings) -> RealtimeConnector:
 
 PROVIDERS: dict[str, Provider] = {
     "openai": Provider("openai", _openai, lambda s: s.openai_voice),
+    "nova_sonic": Provider("nova_sonic", _nova_sonic, lambda s: s.nova_sonic_voice),
     "gemini": Provider("gemini", _gemini, lambda s: s.gemini_voice),
 }
 

@@ -236,6 +236,11 @@ async def _bench_provider(
             "caller→model and model→caller need frame markers, which do not survive the "
             "sample-rate conversion: greeting and turn latency only"
         )
+    elif emulators.nova_sonic is not None:
+        config["latencyFigures"] = (
+            "caller→model and model→caller are timed at the OpenAI emulator's events: "
+            "greeting and turn latency only"
+        )
     notes = caveats(levels)
     report = build_report(levels, config, targets=targets, caveats=notes)
     print("\n" + format_tables(levels), file=out)

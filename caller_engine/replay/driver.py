@@ -30,7 +30,13 @@ from caller_engine.replay.lag import LoopLag
 from caller_engine.replay.probes import CallProbe, Recorder
 from caller_engine.replay.procstat import ProcSampler
 from caller_engine.replay.progress import Progress, bar
-from caller_engine.replay.scenario import FRAME_S, CallerAudio, PlannedGeminiScript, Scenario
+from caller_engine.replay.scenario import (
+    FRAME_S,
+    CallerAudio,
+    PlannedGeminiScript,
+    PlannedScript,
+    Scenario,
+)
 from caller_engine.replay.sender import FrameSender
 from caller_engine.sim.twilio_media import TwilioMediaClient
 from caller_engine.sim.twilio_rest import EmulatedCall
@@ -169,6 +175,12 @@ class Driver:
         if gemini is not None:
             plan = self.scenario.responses()
             gemini.script_factory = lambda: PlannedGeminiScript(plan=plan)
+        nova_sonic = self.emulators.nova_sonic
+        if nova_sonic is not None:
+            planned = self.scenario.responses()
+            nova_sonic.script_factory = lambda: PlannedScript(plan=planned)
+            # The caller's turns end after the scenario's pause, as for the other emulators.
+            nova_sonic.endpointing_ms = self.scenario.vad_silence_ms
         # Collector passes over the driver's own heap (tens of ms, growing with the run, and
         # finding nothing: what a level allocates stays alive until it ends) would stall its
         # loop and show as latency. The collector is off for the level, run once after it.

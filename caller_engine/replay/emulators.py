@@ -1,7 +1,8 @@
 """The peers replay runs for the server under test: Twilio's REST API (always: replay plays
 Twilio, so it must see the calls the server places) and, with the bundled model, the realtime
-model's emulator (OpenAI Realtime, or Gemini Live with `provider="gemini"`) and the Chat
-Completions emulator for summaries. `server_env()` is what the server needs to use them.
+model's emulator (OpenAI Realtime, Gemini Live with `provider="gemini"`, or Nova Sonic's
+HTTP/2 stream with `provider="nova_sonic"`) and the Chat Completions emulator for summaries.
+`server_env()` is what the server needs to use them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from caller_engine.sim.gemini import GeminiLiveEmulator
+from caller_engine.sim.nova_sonic import TEST_CREDENTIALS, NovaSonicEmulator
 from caller_engine.sim.openai_chat import ChatCompletionsEmulator
 from caller_engine.sim.openai_realtime import RealtimeEmulator
 from caller_engine.sim.twilio_rest import TwilioRestEmulator
@@ -20,7 +22,7 @@ DEFAULT_AUTH_TOKEN = "replay-auth-token"
 DEFAULT_OPENAI_KEY = "sk-replay"
 DEFAULT_GEMINI_KEY = "gemini-replay"
 GEMINI_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
-PROVIDERS = ("openai", "gemini")
+PROVIDERS = ("openai", "gemini", "nova_sonic")
 DEFAULT_PHONE_NUMBER = "+15550001111"
 CHUNK_MS = 100  # model audio per delta
 
@@ -62,6 +64,7 @@ class Emulators:
         self.rest = TwilioRestEmulator(opts.account_sid, opts.auth_token)
         self.model: RealtimeEmulator | None = None
         self.gemini: GeminiLiveEmulator | None = None
+        self.nova_sonic: NovaSonicEmulator | None = None
         self.chat: ChatCompletionsEmulator | None = None
         if opts.provider not in PROVIDERS:
             raise ValueError(f"unknown provider {opts.provider!r}")
@@ -72,6 +75,10 @@ class Emulators:
                 chunk_ms=CHUNK_MS,
                 delta_interval=interval,
                 late_chunks=opts.late_deltas,
+            )
+        elif opts.model and opts.provider == "nova_sonic":
+            self.nova_sonic = NovaSonicEmulator(
+                chunk_ms=CHUNK_MS, speedup=opts.model_pace, late_chunks=opts.late_deltas
             )
         elif opts.model:
             self.model = RealtimeEmulator(
@@ -98,6 +105,8 @@ class Emulators:
             site = _Site(app)
             await site.start(opts.host, opts.port + offset if opts.port else 0)
             self._sites[name] = site
+        if self.nova_sonic is not None:  # an HTTP/2 server of its own, on the model's port
+            await self.nova_sonic.start(opts.port, opts.host)
 
     def _model_app(self) -> web.Application | None:
         if self.gemini is not None:
@@ -108,6 +117,8 @@ class Emulators:
         for site in self._sites.values():
             await site.stop()
         self._sites.clear()
+        if self.nova_sonic is not None:
+            await self.nova_sonic.stop()
 
     def reset(self) -> None:
         """Forget the calls and sessions of earlier runs (they hold every frame of audio)."""
@@ -120,6 +131,9 @@ class Emulators:
             self.gemini.sessions.clear()
             self.gemini.conversations.clear()
             self.gemini.tool_outputs.clear()
+        if self.nova_sonic is not None:
+            self.nova_sonic.sessions.clear()
+            self.nova_sonic.streams.clear()
         if self.chat is not None:
             self.chat.requests.clear()
             self.chat.request_headers.clear()
@@ -129,6 +143,8 @@ class Emulators:
         host = self.options.advertise_host or self.options.host
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1"
+        if name == "model" and self.nova_sonic is not None:
+            return f"{scheme}://{host}:{self.nova_sonic.port}"
         return f"{scheme}://{host}:{self._sites[name].port}"
 
     def server_env(self) -> dict[str, str]:
@@ -149,6 +165,11 @@ class Emulators:
             env["REALTIME_PROVIDER"] = "gemini"
             env["GEMINI_API_KEY"] = DEFAULT_GEMINI_KEY
             env["GEMINI_LIVE_URL"] = self._url("model", "ws") + GEMINI_PATH
+        if self.nova_sonic is not None:
+            env["REALTIME_PROVIDER"] = "nova_sonic"
+            env["AWS_ACCESS_KEY_ID"] = TEST_CREDENTIALS.access_key_id
+            env["AWS_SECRET_ACCESS_KEY"] = TEST_CREDENTIALS.secret_access_key
+            env["BEDROCK_RUNTIME_URL"] = self._url("model")
         if self.chat is not None:  # summaries (and the OpenAI key the realtime model uses)
             env["OPENAI_API_KEY"] = opts.openai_key
             env["OPENAI_BASE_URL"] = self._url("chat") + "/v1"

@@ -215,6 +215,24 @@ class MarkedScript(RealtimeScript):
         )
 
 
+@dataclass
+class PlannedScript(RealtimeScript):
+    """The planned responses of `plan`, in order and repeating, without markers (for the
+    emulators whose events replay does not observe)."""
+
+    plan: list[PlannedResponse] = field(default_factory=list)
+    served: int = 0
+
+    def next_response(self) -> ScriptedResponse:
+        if not self.plan:
+            return super().next_response()
+        planned = self.plan[self.served % len(self.plan)]
+        self.served += 1
+        audio = tone_bytes(planned.audio_ms * mulaw.BYTES_PER_MS)
+        tools = [(name, dict(args)) for name, args in planned.tool_calls]
+        return ScriptedResponse(text=planned.text, audio=audio, tool_calls=tools)
+
+
 @cache
 def _tone_24k(ms: int) -> bytes:
     return tone_pcm(ms)

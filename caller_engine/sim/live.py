@@ -40,6 +40,53 @@ class LiveView:
         return items[start:]
 
     def poll(self, call_sid: str | None) -> None:
+        self._poll_openai()
+        self._poll_nova_sonic()
+        call = self.world.call(call_sid) if call_sid else None
+        if call is not None:
+            for status in self._new(("status", 0), list(call.statuses_sent)):
+                self.say(f"  phone {status}")
+            for index, media in enumerate(call.streams):
+                for _ in self._new(("clear", index), list(media.clears)):
+                    self.say("  ✂     caller talked over the agent: playback cleared")
+            for leg in call.legs:
+                state = (leg.status, leg.bridged, len(leg.heard))
+                if self._legs.get(leg.sid) == state:
+                    continue
+                before = self._legs.get(leg.sid, ("", False, 0))
+                self._legs[leg.sid] = state
+                for text in leg.heard[before[2] :]:
+                    self.say(f"  phone {leg.number} hears: {_short(text)}")
+                if leg.bridged and not before[1]:
+                    self.say(f"  phone {leg.number} pressed {leg.pressed!r}: bridged to the caller")
+                if leg.status != before[0]:
+                    self.say(f"  phone dial {leg.number}: {leg.status}")
+
+    def _poll_nova_sonic(self) -> None:
+        nova = self.world.nova_sonic
+        if nova is None:
+            return
+        for index, session in enumerate(list(nova.sessions)):
+            if index > 0 and self._new(("nova", index), [session]):
+                self.say("  model  new stream: the conversation replayed as text")
+            for event in self._new(("nova-sent", index), list(session.sent)):
+                assert isinstance(event, dict)
+                use = event.get("toolUse")
+                if isinstance(use, dict):
+                    self._tool_started[str(use.get("toolUseId"))] = self.loop.time()
+                    self.say(f"  tool  {use.get('toolName')}({_short(use.get('content', ''))})")
+            for entry in self._new(("nova-text", index), list(session.transcript)):
+                assert isinstance(entry, tuple)
+                role, text = entry
+                if role == "USER" and text in session.prompts:
+                    continue  # a cue the bridge sent as text, not the caller
+                self.say(f"{'Agent: ' if role == 'ASSISTANT' else 'Caller:'} {text}")
+            for use_id in self._new(("nova-tools", index), list(session.tool_results)):
+                started = self._tool_started.get(str(use_id))
+                took = f" in {(self.loop.time() - started) * 1000:.0f} ms" if started else ""
+                self.say(f"  tool  → {_short(session.tool_results[str(use_id)])}{took}")
+
+    def _poll_openai(self) -> None:
         for index, session in enumerate(self.world.model.sessions):
             for event in self._new(("sent", index), list(session.sent)):
                 assert isinstance(event, dict)
@@ -66,25 +113,6 @@ class LiveView:
                     started = self._tool_started.get(str(item.get("call_id")))
                     took = f" in {(self.loop.time() - started) * 1000:.0f} ms" if started else ""
                     self.say(f"  tool  → {_short(item.get('output', ''))}{took}")
-        call = self.world.call(call_sid) if call_sid else None
-        if call is not None:
-            for status in self._new(("status", 0), list(call.statuses_sent)):
-                self.say(f"  phone {status}")
-            for index, media in enumerate(call.streams):
-                for _ in self._new(("clear", index), list(media.clears)):
-                    self.say("  ✂     caller talked over the agent: playback cleared")
-            for leg in call.legs:
-                state = (leg.status, leg.bridged, len(leg.heard))
-                if self._legs.get(leg.sid) == state:
-                    continue
-                before = self._legs.get(leg.sid, ("", False, 0))
-                self._legs[leg.sid] = state
-                for text in leg.heard[before[2] :]:
-                    self.say(f"  phone {leg.number} hears: {_short(text)}")
-                if leg.bridged and not before[1]:
-                    self.say(f"  phone {leg.number} pressed {leg.pressed!r}: bridged to the caller")
-                if leg.status != before[0]:
-                    self.say(f"  phone dial {leg.number}: {leg.status}")
 
     async def follow(self, call_sid: str, done: asyncio.Event) -> None:
         while not done.is_set():

@@ -59,8 +59,8 @@ def check(world: World, scenario: Scenario, outcome: SimOutcome) -> list[str]:
     transfer = result.transfer.status if result.transfer else None
     if transfer != expect.transfer:
         problems.append(f"transfer {transfer!r}, expected {expect.transfer!r}")
-    if world.model.violations:
-        problems.append(f"model protocol violations: {world.model.violations[:3]}")
+    if violations := world.model_violations:
+        problems.append(f"model protocol violations: {violations[:3]}")
     problems += _opt_out_problems(expect.opted_out, outcome)
     if not outcome.delivered:
         problems.append("the result did not reach the orchestrator")

@@ -19,6 +19,7 @@ from caller_engine.config import Settings, load_settings
 from caller_engine.sim.gemini import GeminiLiveEmulator
 from caller_engine.sim.google import GoogleEmulator, new_service_account_key
 from caller_engine.sim.google.calendar import EmulatedCalendar
+from caller_engine.sim.nova_sonic import TEST_CREDENTIALS, NovaSonicEmulator
 from caller_engine.sim.openai_chat import ChatCompletionsEmulator
 from caller_engine.sim.openai_realtime import RealtimeEmulator
 from caller_engine.sim.orchestrator import OrchestratorEmulator
@@ -74,6 +75,26 @@ class World:
     tmpdir: str = ""
     api_key: str = ""
     gemini: GeminiLiveEmulator | None = None
+    nova_sonic: NovaSonicEmulator | None = None
+
+    @property
+    def model_violations(self) -> list[str]:
+        """Protocol mistakes the emulator of the call's provider saw."""
+        if self.nova_sonic is not None:
+            errors = [f"{kind}: {message}" for kind, message in self.nova_sonic.stream_errors]
+            return self.nova_sonic.violations + errors
+        if self.gemini is not None:
+            return self.gemini.violations
+        return self.model.violations
+
+    async def drop_model(self) -> None:
+        """Break the live model connection of the call's provider, unannounced."""
+        if self.nova_sonic is not None:
+            self.nova_sonic.drop(self.nova_sonic.sessions[-1])
+        elif self.gemini is not None:
+            await self.gemini.sessions[-1].drop()
+        else:
+            await self.model.sessions[-1].drop()
 
     def call(self, call_sid: str) -> ActiveEmulatedCall | None:
         return self.phone.calls.get(call_sid)
@@ -110,6 +131,8 @@ class World:
         await self.phone.close()
         for server in reversed(self.servers):
             await server.stop()
+        if self.nova_sonic is not None:
+            await self.nova_sonic.stop()
         await self.http.close()
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
@@ -151,6 +174,19 @@ async def start_world(
             "realtime_provider": "gemini",
             "gemini_api_key": "gemini-test",
             "gemini_live_url": gemini_srv.ws_url + GEMINI_PATH,
+        }
+    nova_sonic: NovaSonicEmulator | None = None
+    if provider == "nova_sonic":
+        # Audio faster than the phone plays it, as the service sends it.
+        nova_sonic = NovaSonicEmulator(
+            script_factory=scenario.script, speedup=2.0 * speed, playback_speed=speed
+        )
+        await nova_sonic.start()
+        provider_settings = {
+            "realtime_provider": "nova_sonic",
+            "aws_access_key_id": TEST_CREDENTIALS.access_key_id,
+            "aws_secret_access_key": TEST_CREDENTIALS.secret_access_key,
+            "bedrock_runtime_url": nova_sonic.url,
         }
     tmpdir = tempfile.mkdtemp(prefix="caller-engine-sim-")
     port = free_port()
@@ -232,6 +268,7 @@ async def start_world(
         tmpdir=tmpdir,
         api_key=api_key,
         gemini=gemini,
+        nova_sonic=nova_sonic,
     )
     world_ref.append(world)
     return world
