@@ -14,6 +14,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
+# Realtime providers this build can use, each with the settings it cannot run without.
+PROVIDER_CREDENTIALS: dict[str, tuple[str, ...]] = {
+    "openai": ("openai_api_key",),
+}
+
 
 class ConfigError(Exception):
     """Raised with one message that names every missing or invalid variable."""
@@ -44,7 +49,8 @@ class Settings(BaseSettings):
     stream_token_secret: str | None = None
 
     # Realtime model
-    realtime_provider: Literal["openai", "gemini", "elevenlabs", "nova_sonic"] = "openai"
+    realtime_provider: str = "openai"
+    realtime_fallback: str = ""  # ordered providers a call moves to when its provider fails
     openai_api_key: str | None = None
     openai_realtime_model: str = "gpt-realtime"
     openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
@@ -133,15 +139,38 @@ class Settings(BaseSettings):
     @field_validator("realtime_provider")
     @classmethod
     def _provider(cls, value: str) -> str:
-        if value != "openai":
-            raise ValueError(f"'{value}' is not available yet (use openai)")
+        value = value.strip().lower()
+        if value not in PROVIDER_CREDENTIALS:
+            raise ValueError(f"must be one of {', '.join(PROVIDER_CREDENTIALS)}")
         return value
+
+    @field_validator("realtime_fallback")
+    @classmethod
+    def _fallback(cls, value: str) -> str:
+        names = [n.strip().lower() for n in value.split(",") if n.strip()]
+        unknown = [n for n in names if n not in PROVIDER_CREDENTIALS]
+        if unknown:
+            raise ValueError(
+                f"unknown provider {', '.join(unknown)} (one of {', '.join(PROVIDER_CREDENTIALS)})"
+            )
+        return ",".join(dict.fromkeys(names))
 
     @field_validator("openai_api_key")
     @classmethod
-    def _openai_key(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if info.data.get("realtime_provider", "openai") == "openai" and not value:
-            raise ValueError("required when REALTIME_PROVIDER=openai")
+    def _credential(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A provider's credential is required when it is selected or a fallback."""
+        value = value or None
+        if value is not None:
+            return value
+        primary = info.data.get("realtime_provider")
+        fallback = (info.data.get("realtime_fallback") or "").split(",")
+        for provider, fields in PROVIDER_CREDENTIALS.items():
+            if info.field_name not in fields:
+                continue
+            if provider == primary:
+                raise ValueError(f"required when REALTIME_PROVIDER={provider}")
+            if provider in fallback:
+                raise ValueError(f"required when REALTIME_FALLBACK lists {provider}")
         return value
 
     @field_validator("api_key")
@@ -219,6 +248,21 @@ class Settings(BaseSettings):
         return value
 
     # Derived values
+
+    @property
+    def configured_providers(self) -> tuple[str, ...]:
+        """Providers whose credentials are all set (a call may pick any of them)."""
+        return tuple(
+            name
+            for name, fields in PROVIDER_CREDENTIALS.items()
+            if all(getattr(self, f, None) for f in fields)
+        )
+
+    def provider_chain(self, primary: str | None = None) -> tuple[str, ...]:
+        """The providers a call tries in order: its own, then the fallbacks."""
+        first = primary or self.realtime_provider
+        rest = [n for n in self.realtime_fallback.split(",") if n and n != first]
+        return (first, *rest)
 
     def public_url(self, path: str) -> str:
         """Public http(s) URL of a path on this service."""

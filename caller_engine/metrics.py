@@ -61,6 +61,12 @@ class Metrics:
         self.model_reconnects = Counter(
             "caller_engine_model_reconnects", "Model sessions restored after a drop", registry=r
         )
+        self.provider_switches = Counter(
+            "caller_engine_provider_switches",
+            "Calls moved to another realtime provider after theirs failed",
+            ["from_provider", "to_provider"],
+            registry=r,
+        )
         self.malformed_frames = Counter(
             "caller_engine_malformed_frames",
             "Twilio media-stream frames skipped as malformed",

@@ -86,7 +86,7 @@ def test_barge_in_while_audible_clears_truncates_and_drops_late_audio() -> None:
     plan = t.speech_started(p)
     assert plan is not None
     assert plan.clear is True
-    assert plan.truncate == ("item1", 200)
+    assert plan.heard == ("item1", 200) and plan.truncate
     assert plan.cancel is False  # the server cancels by itself
     assert not t.accepts("r1")
 
@@ -100,7 +100,35 @@ def test_barge_in_cancels_when_server_does_not() -> None:
     plan = t.speech_started(p)
     assert plan is not None
     assert plan.cancel is True
-    assert plan.truncate == ("i", 0)
+    assert plan.heard == ("i", 0) and plan.truncate
+
+
+def test_server_signalled_interruption_clears_drops_and_never_truncates() -> None:
+    t = TurnState(server_cancels_on_barge_in=True, truncates=False)
+    p = PlaybackTracker()
+    t.request()
+    t.started("r1")
+    first = p.sent("item1", 1600)
+    p.sent("item1", 1600)
+    p.echoed(first)
+    plan = t.interrupted(p, "r1")
+    assert plan is not None
+    assert plan.clear and not plan.cancel and not plan.truncate
+    assert plan.heard == ("item1", 200)
+    assert not t.accepts("r1") and not t.responding
+    # speech on a provider that does not truncate: the heard part is still known
+    t.started("r2")
+    p.sent("item2", 800)
+    plan = t.speech_started(p)
+    assert plan is not None and plan.heard == ("item2", 0) and not plan.truncate
+
+
+def test_interrupted_with_nothing_playing_only_drops_the_response() -> None:
+    t = TurnState(server_cancels_on_barge_in=True, truncates=False)
+    p = PlaybackTracker()
+    t.started("r1")
+    assert t.interrupted(p, "r1") is None
+    assert not t.accepts("r1")
 
 
 def test_speech_when_agent_silent_changes_nothing() -> None:
@@ -123,7 +151,7 @@ def test_audio_still_playing_after_response_done_is_cleared_without_cancel() -> 
     assert plan is not None
     assert plan.clear is True
     assert plan.cancel is False
-    assert plan.truncate == ("i", 0)
+    assert plan.heard == ("i", 0) and plan.truncate
 
 
 def test_marks_every_interval_and_at_the_end_of_a_response() -> None:

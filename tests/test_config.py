@@ -78,3 +78,24 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("CALL_TIME_LIMIT", "120")
     s = load_settings(_env_file=None)
     assert s.base_url == "https://x.example.com" and s.call_time_limit == 120 and s.port == 5050
+
+
+def test_provider_selection_is_validated_with_one_message() -> None:
+    with pytest.raises(ConfigError) as err:
+        make_settings(realtime_provider="acme", realtime_fallback="openai,nope")
+    text = str(err.value)
+    assert "REALTIME_PROVIDER: must be one of" in text
+    assert "REALTIME_FALLBACK: unknown provider nope" in text
+    assert "Traceback" not in text
+
+
+def test_selected_provider_needs_its_key() -> None:
+    with pytest.raises(ConfigError) as err:
+        make_settings(openai_api_key=None)
+    assert "OPENAI_API_KEY: required when REALTIME_PROVIDER=openai" in str(err.value)
+
+
+def test_provider_chain_puts_the_call_provider_first_without_repeats() -> None:
+    s = make_settings(realtime_fallback="openai")
+    assert s.provider_chain() == ("openai",)
+    assert s.configured_providers == ("openai",)

@@ -1,1 +1,2 @@
-"""Audio helpers: G.711 μ-law coding and simple signal generation (pure Python)."""
+"""Audio: G.711 μ-law (pure Python in `mulaw`, vectorised in `codec`), streaming resampling and
+the per-call converters used by providers that do not take μ-law."""

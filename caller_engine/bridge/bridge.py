@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from aiohttp import web
 
-from caller_engine.bridge.config import session_config
+from caller_engine.bridge.config import call_provider, session_config
 from caller_engine.bridge.prewarm import Prewarmer
 from caller_engine.bridge.registry import ActiveCalls
 from caller_engine.bridge.session import MACHINE, CallSession
@@ -35,7 +36,7 @@ class Bridge:
         calls: CallService,
         gateway: TwilioGateway,
         tools: ToolRegistry,
-        connector: RealtimeConnector,
+        connectors: Mapping[str, RealtimeConnector],
         summarizer: Summarizer | None,
         active: ActiveCalls,
         metrics: Metrics,
@@ -45,12 +46,12 @@ class Bridge:
         self.calls = calls
         self.gateway = gateway
         self.tools = tools
-        self.connector = connector
+        self.connectors = connectors
         self.summarizer = summarizer
         self.active = active
         self.metrics = metrics
         metrics.active_calls.set_function(lambda: len(active))
-        self.prewarmer = Prewarmer(connector, settings.prewarm_timeout)
+        self.prewarmer = Prewarmer(settings.prewarm_timeout)
         self._post_call: set[asyncio.Task[None]] = set()
         calls.on_answered_by(self.on_answered_by)
 
@@ -65,8 +66,12 @@ class Bridge:
         """Twilio fetched the TwiML: the call is answered. Open the model session now."""
         record = await self.store.get(callback_id)
         agent = record.agent if record is not None else AgentOverrides()
-        config = session_config(self.settings, agent, self.tools_for(agent))
-        self.prewarmer.start(call_sid, config, record)
+        provider = call_provider(self.settings, agent)
+        connector = self.connectors.get(provider)
+        if connector is None:
+            return  # the stream reports it
+        config = session_config(self.settings, agent, self.tools_for(agent), provider)
+        self.prewarmer.start(call_sid, provider, connector, config, record)
 
     async def handle(self, ws: web.WebSocketResponse, hint: str | None) -> None:
         await CallSession(self, ws, hint).run()
@@ -156,6 +161,8 @@ class Bridge:
             recordingSid=record.recording_sid if record else None,
             toolCalls=session.transcript.tool_calls,
             metrics=session.metrics.as_dict(),
+            provider=session.provider,
+            providerSwitches=session.provider_switches,
             error=session.error,
             metadata=session.agent.metadata,
         )

@@ -6,6 +6,7 @@ from caller_engine.calls.models import AgentOverrides
 from caller_engine.config import Settings
 from caller_engine.prompts import build_prompt
 from caller_engine.realtime.base import SessionConfig
+from caller_engine.realtime.providers import default_voice
 from caller_engine.tools.registry import Tool
 
 _DAYS = {
@@ -40,11 +41,22 @@ def default_instructions(settings: Settings, tool_names: set[str]) -> str:
     )
 
 
-def session_config(settings: Settings, agent: AgentOverrides, tools: list[Tool]) -> SessionConfig:
+def call_provider(settings: Settings, agent: AgentOverrides) -> str:
+    return agent.provider or settings.realtime_provider
+
+
+def session_config(
+    settings: Settings, agent: AgentOverrides, tools: list[Tool], provider: str | None = None
+) -> SessionConfig:
+    """The session of one call on `provider` (the call's own by default). A per-call voice
+    belongs to the call's own provider; a fallback provider speaks with its default voice."""
     names = {t.name for t in tools}
+    own = call_provider(settings, agent)
+    provider = provider or own
+    voice = agent.voice if agent.voice and provider == own else default_voice(settings, provider)
     return SessionConfig(
         instructions=agent.instructions or default_instructions(settings, names),
-        voice=agent.voice or settings.openai_voice,
+        voice=voice,
         tools=[t.schema() for t in tools],
         vad_type=settings.vad_type,
         vad_threshold=settings.vad_threshold,

@@ -22,11 +22,11 @@ class Warm:
 
     session: asyncio.Task[RealtimeSession]
     record: CallRecord | None
+    provider: str
 
 
 class Prewarmer:
-    def __init__(self, connector: RealtimeConnector, timeout: float) -> None:
-        self.connector = connector
+    def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._warm: dict[str, tuple[Warm, asyncio.TimerHandle]] = {}
         self._discarding: set[asyncio.Task[None]] = set()
@@ -34,12 +34,19 @@ class Prewarmer:
     def __len__(self) -> int:
         return len(self._warm)
 
-    def start(self, call_sid: str, config: SessionConfig, record: CallRecord | None) -> None:
+    def start(
+        self,
+        call_sid: str,
+        provider: str,
+        connector: RealtimeConnector,
+        config: SessionConfig,
+        record: CallRecord | None,
+    ) -> None:
         if call_sid in self._warm:
             return
-        task = asyncio.create_task(self.connector.connect(config), name=f"prewarm-{call_sid}")
+        task = asyncio.create_task(connector.connect(config), name=f"prewarm-{call_sid}")
         timer = asyncio.get_running_loop().call_later(self.timeout, self._expire, call_sid)
-        self._warm[call_sid] = (Warm(task, record), timer)
+        self._warm[call_sid] = (Warm(task, record, provider), timer)
 
     def take(self, call_sid: str) -> Warm | None:
         entry = self._warm.pop(call_sid, None)

@@ -15,11 +15,11 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from caller_engine.bridge.capture import MediaCapture
-from caller_engine.bridge.config import greeting_instructions, session_config
+from caller_engine.bridge.config import call_provider, greeting_instructions, session_config
 from caller_engine.bridge.metrics import CallMetrics
 from caller_engine.bridge.playback import BYTES_PER_MS, PlaybackTracker, b64_decoded_len
 from caller_engine.bridge.prewarm import Warm
-from caller_engine.bridge.turns import TurnState
+from caller_engine.bridge.turns import Interruption, TurnState
 from caller_engine.calls.models import AgentOverrides, CallRecord
 from caller_engine.calls.result import ToolCallRecord
 from caller_engine.logging import call_logger
@@ -30,14 +30,17 @@ from caller_engine.realtime.base import (
     Closed,
     ConnectError,
     FunctionCall,
+    Interrupted,
     ProviderError,
     ProviderEvent,
+    RealtimeConnector,
     RealtimeSession,
     ResponseDone,
     ResponseStarted,
     SessionConfig,
     SpeechStarted,
     SpeechStopped,
+    ToolCallsCancelled,
     UserItem,
     UserTranscript,
 )
@@ -53,7 +56,7 @@ from caller_engine.telephony.media_stream import (
 )
 from caller_engine.telephony.rest import TelephonyError
 from caller_engine.telephony.signature import stream_token_valid
-from caller_engine.tools.registry import ToolContext, ToolRegistry
+from caller_engine.tools.registry import Tool, ToolContext, ToolRegistry
 from caller_engine.transcript.collector import TranscriptCollector
 
 if TYPE_CHECKING:
@@ -85,6 +88,11 @@ class CallSession:
         self.loop = asyncio.get_running_loop()
         self.model: RealtimeSession | None = None
         self.config: SessionConfig | None = None
+        self.provider = ""
+        self.provider_switches = 0
+        self._chain: tuple[str, ...] = ()
+        self._provider_index = 0
+        self._offered: list[Tool] = []
         self.tools = ToolRegistry()
         self.playback = PlaybackTracker(bridge.settings.playback_mark_ms * BYTES_PER_MS)
         self.turns = TurnState(True)
@@ -101,6 +109,7 @@ class CallSession:
         self._hangup_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._tool_tasks: dict[str, asyncio.Task[None]] = {}
+        self._tool_origin: dict[str, RealtimeSession | None] = {}
         self._tools_by_response: dict[str, set[str]] = {}
         self._responses_done: set[str] = set()
         self._ctx: ToolContext | None = None
@@ -121,11 +130,12 @@ class CallSession:
         if not await self._begin(start):
             return
         try:
-            self.model = await self._open_model()
-            if self.model is None:
+            model = await self._open_model()
+            if model is None:
                 await self._hangup("model unavailable")
                 await self._wait_stop()
                 return
+            self._adopt(model)
             await self._greet()
             self._started_task = asyncio.create_task(self._record_start())
             await self._pump()
@@ -181,9 +191,11 @@ class CallSession:
             self.callee = record.to
             self.answered_by = record.answered_by
         tools = self.bridge.tools_for(self.agent)
+        self._offered = tools
         self.tools = ToolRegistry(tools)
-        self.config = session_config(self.settings, self.agent, tools)
-        self.turns = TurnState(self.config.interrupt_response)
+        self._chain = self.settings.provider_chain(call_provider(self.settings, self.agent))
+        self.provider = self._chain[0]
+        self.config = session_config(self.settings, self.agent, tools, self.provider)
         self._ctx = ToolContext(
             callback_id=self.callback_id,
             call_sid=self.call_sid,
@@ -208,10 +220,16 @@ class CallSession:
             elif answered_by is not None:
                 self.answered_by = answered_by
 
+    def _adopt(self, model: RealtimeSession) -> None:
+        """Make `model` the call's session: response state starts afresh for it."""
+        caps = model.capabilities
+        self.turns = TurnState(caps.cancels_on_barge_in, truncates=caps.truncates)
+        self.model = model
+
     async def _open_model(self) -> RealtimeSession | None:
         assert self.config is not None and self.call_sid is not None
         warm = self._warm
-        if warm is not None:
+        if warm is not None and warm.provider == self.provider:
             try:
                 session = await asyncio.wait_for(warm.session, CONNECT_TIMEOUT)
                 self.log.debug("using the pre-warmed model session")
@@ -222,10 +240,29 @@ class CallSession:
                 self.log.warning("pre-warmed model session failed: {}", exc)
                 if exc.fatal:
                     self.error = {"code": "model_refused", "message": str(exc)}
-                    return None
+                    return await self._connect(skip_current=True)
         return await self._connect()
 
-    async def _connect(self) -> RealtimeSession | None:
+    async def _connect(self, *, skip_current: bool = False) -> RealtimeSession | None:
+        """Open a session on the call's provider, else on each fallback in turn."""
+        start = self._provider_index + (1 if skip_current else 0)
+        for index in range(start, len(self._chain)):
+            if index != self._provider_index:
+                self._switch_provider(index)
+            connector = self.bridge.connectors.get(self.provider)
+            if connector is None:
+                message = f"provider {self.provider} is not configured"
+                self.error = {"code": "model_refused", "message": message}
+                continue
+            model = await self._connect_to(connector)
+            if model is not None:
+                self.error = None
+                return model
+            if self._stopped.is_set():
+                return None
+        return None
+
+    async def _connect_to(self, connector: RealtimeConnector) -> RealtimeSession | None:
         assert self.config is not None
         for delay in RECONNECT_DELAYS:
             if delay:
@@ -233,18 +270,25 @@ class CallSession:
             if self._stopped.is_set():
                 return None
             try:
-                return await asyncio.wait_for(
-                    self.bridge.connector.connect(self.config), CONNECT_TIMEOUT
-                )
+                return await asyncio.wait_for(connector.connect(self.config), CONNECT_TIMEOUT)
             except TimeoutError:
-                self.log.warning("model connect timed out")
+                self.log.warning("{} connect timed out", self.provider)
             except ConnectError as exc:
-                self.log.warning("model connect failed: {}", exc)
+                self.log.warning("{} connect failed: {}", self.provider, exc)
                 if exc.fatal:
                     self.error = {"code": "model_refused", "message": str(exc)}
                     return None
-        self.error = {"code": "model_unavailable", "message": "could not reach the model"}
+        self.error = {"code": "model_unavailable", "message": f"could not reach {self.provider}"}
         return None
+
+    def _switch_provider(self, index: int) -> None:
+        previous = self.provider
+        self._provider_index = index
+        self.provider = self._chain[index]
+        self.provider_switches += 1
+        self.config = session_config(self.settings, self.agent, self._offered, self.provider)
+        self.bridge.metrics.provider_switches.labels(previous, self.provider).inc()
+        self.log.warning("moving the call from {} to {}", previous, self.provider)
 
     async def _greet(self) -> None:
         assert self.config is not None
@@ -427,24 +471,17 @@ class CallSession:
         if isinstance(event, SpeechStarted):
             received = self.loop.time()
             self.transcript.user_item(event.item_id, self.now())
-            plan = self.turns.speech_started(self.playback)
-            if plan is None:
-                return
-            if plan.clear:
-                await self.ws.send_str(self.writer.clear())
-                self.playback.clear()
-                seconds = self.loop.time() - received
-                self.metrics.barge_in(seconds)
-                self.bridge.metrics.barge_in_latency.observe(seconds)
-            if plan.truncate is not None:
-                item_id, heard_ms = plan.truncate
-                await model.truncate(item_id, heard_ms)
-                self.transcript.interrupted(item_id, heard_ms, self.playback.sent_ms(item_id))
-            if plan.cancel:
-                await model.cancel_response()
-            self.log.info(
-                "caller interrupted{}", f" at {plan.truncate[1]} ms" if plan.truncate else ""
-            )
+            if not model.capabilities.signals_interruption:
+                await self._interrupt(model, self.turns.speech_started(self.playback), received)
+        elif isinstance(event, Interrupted):
+            received = self.loop.time()
+            plan = self.turns.interrupted(self.playback, event.response_id)
+            await self._interrupt(model, plan, received)
+        elif isinstance(event, ToolCallsCancelled):
+            for call_id in event.call_ids:
+                task = self._tool_tasks.get(call_id)
+                if task is not None and not task.done():
+                    task.cancel()
         elif isinstance(event, SpeechStopped):
             self.metrics.speech_stopped(self.loop.time())
         elif isinstance(event, ResponseStarted):
@@ -466,6 +503,27 @@ class CallSession:
             self.log.warning("model error {}: {}", event.code, event.message)
             if event.code == "conversation_already_has_active_response":
                 self.turns.request_failed()
+
+    async def _interrupt(
+        self, model: RealtimeSession, plan: Interruption | None, received: float
+    ) -> None:
+        """Barge-in: stop the caller hearing the agent, and record what they heard."""
+        if plan is None:
+            return
+        if plan.clear:
+            await self.ws.send_str(self.writer.clear())
+            self.playback.clear()
+            seconds = self.loop.time() - received
+            self.metrics.barge_in(seconds)
+            self.bridge.metrics.barge_in_latency.observe(seconds)
+        if plan.heard is not None:
+            item_id, heard_ms = plan.heard
+            if plan.truncate:
+                await model.truncate(item_id, heard_ms)
+            self.transcript.interrupted(item_id, heard_ms, self.playback.sent_ms(item_id))
+        if plan.cancel:
+            await model.cancel_response()
+        self.log.info("caller interrupted{}", f" at {plan.heard[1]} ms" if plan.heard else "")
 
     async def _response_done(self, event: ResponseDone) -> None:
         if self.turns.accepts(event.response_id) and (mark := self.playback.flush()) is not None:
@@ -490,12 +548,32 @@ class CallSession:
         if call.call_id in self._tool_tasks:
             return
         self._tools_by_response.setdefault(call.response_id, set()).add(call.call_id)
+        self._tool_origin[call.call_id] = self.model
         self._tool_tasks[call.call_id] = asyncio.create_task(self._run_tool(call))
 
     async def _run_tool(self, call: FunctionCall) -> None:
         assert self._ctx is not None
         at = self.now()
-        outcome = await self.tools.dispatch(call.name, call.arguments, self._ctx)
+        try:
+            outcome = await self.tools.dispatch(call.name, call.arguments, self._ctx)
+        except asyncio.CancelledError:
+            # The model withdrew the call (e.g. the caller barged in): no output is sent.
+            self.log.info("model cancelled {} ({})", call.name, call.call_id)
+            self.transcript.tool(
+                ToolCallRecord(
+                    name=call.name,
+                    callId=call.call_id,
+                    arguments=call.arguments,
+                    output={"error": "cancelled by the model"},
+                    ok=False,
+                    durationMs=round((self.now() - at) * 1000, 3),
+                    at=round(at, 3),
+                )
+            )
+            self._tool_origin.pop(call.call_id, None)
+            self._tools_by_response.get(call.response_id, set()).discard(call.call_id)
+            await self._follow_up(call.response_id)
+            raise
         self.transcript.tool(
             ToolCallRecord(
                 name=call.name,
@@ -508,14 +586,25 @@ class CallSession:
             )
         )
         self.bridge.observe_tool(call.name, outcome.ok, outcome.duration_ms)
+        origin = self._tool_origin.pop(call.call_id, None)
         model = self.model
+        output = orjson.dumps(outcome.output).decode()
+        late = model is not None and model is not origin
         if model is not None:
             try:
-                await model.send_tool_result(call.call_id, orjson.dumps(outcome.output).decode())
+                if late:
+                    # The session that made the call is gone (reconnect or another provider):
+                    # the result reaches the new one as text.
+                    await model.send_user_text(f"[Result of the earlier {call.name}: {output}]")
+                else:
+                    await model.send_tool_result(call.call_id, output)
             except Exception as exc:
                 self.log.warning("could not return {} output to the model: {!r}", call.name, exc)
         self._tools_by_response.get(call.response_id, set()).discard(call.call_id)
         await self._follow_up(call.response_id)
+        caps = model.capabilities if model is not None else None
+        if late and caps is not None and caps.respond_after_tools and not self.ending:
+            await self._request_response()
 
     async def _follow_up(self, response_id: str) -> None:
         """Once a response is done and all its tools answered, the model speaks again."""
@@ -526,7 +615,8 @@ class CallSession:
         if self.ending:
             self._maybe_hang_up()
             return
-        await self._request_response()
+        if self.model is not None and self.model.capabilities.respond_after_tools:
+            await self._request_response()
 
     async def pending_tools(self) -> None:
         tasks = [t for t in self._tool_tasks.values() if not t.done()]
@@ -600,19 +690,17 @@ class CallSession:
                 await asyncio.wait_for(lost.close(), 1.0)
             except Exception as exc:
                 self.log.debug("closing the lost model session: {!r}", exc)
-        model = await self._connect()
+        model = await self._connect()  # on to the next provider when this one is exhausted
         if model is None:
             return
-        assert self.config is not None
         await model.replay(self.transcript.history())
         self.metrics.reconnects += 1
         self.bridge.metrics.model_reconnects.inc()
-        self.turns = TurnState(self.config.interrupt_response)
         if (mark := self.playback.flush()) is not None:
             await self.ws.send_str(self.writer.mark(mark))  # audio of the lost session
         self.playback.current_item = None
         self._tools_by_response.clear()
-        self.model = model
+        self._adopt(model)
         self.log.info("model session restored (reconnect {})", self.metrics.reconnects)
         entries = self.transcript.entries()
         if was_responding or (entries and entries[-1].role in ("user", "tool")):

@@ -3,6 +3,12 @@
 The model answers one response at a time: `response.create` while one is active is an error,
 and so is `response.cancel` when none is. Requests made while a response is active (or while
 our own create is in flight) are queued and sent when it is done.
+
+Barge-in comes two ways. A client-driven provider reports the caller's speech
+(`speech_started`) and the bridge decides: clear the caller's playback, truncate the agent's
+item to what was heard, cancel the response unless the provider does. A server-driven provider
+cuts its own response and says so (`interrupted`): the bridge clears and drops the rest of
+that response's audio.
 """
 
 from __future__ import annotations
@@ -18,14 +24,16 @@ _IN_FLIGHT = "\x00requested"
 @dataclass(frozen=True, slots=True)
 class Interruption:
     clear: bool  # send Twilio `clear`
-    truncate: tuple[str, int] | None  # (item_id, audio_end_ms)
+    heard: tuple[str, int] | None  # (item_id, audio_end_ms) of the agent's cut item
+    truncate: bool  # tell the provider `heard` (client-driven providers)
     cancel: bool  # send `response.cancel`
     response_id: str | None
 
 
 class TurnState:
-    def __init__(self, server_cancels_on_barge_in: bool) -> None:
+    def __init__(self, server_cancels_on_barge_in: bool, *, truncates: bool = True) -> None:
         self.server_cancels = server_cancels_on_barge_in
+        self.truncates = truncates
         self.active: str | None = None
         self._queue: deque[str | None] = deque()
         self._dropped: set[str] = set()
@@ -80,15 +88,36 @@ class TurnState:
         audible = playback.audible
         if response_id is None and not audible:
             return None
-        truncate = None
-        item = playback.current_item
-        if audible and item is not None:
-            truncate = (item, playback.heard_ms(item))
         if response_id is not None:
             self._dropped.add(response_id)
+        heard = self._heard(playback)
         return Interruption(
             clear=audible,
-            truncate=truncate,
+            heard=heard,
+            truncate=self.truncates and heard is not None,
             cancel=response_id is not None and not self.server_cancels,
             response_id=response_id,
         )
+
+    def interrupted(self, playback: PlaybackTracker, response_id: str) -> Interruption | None:
+        """The provider cut `response_id` itself: drop its later audio; clear what is still
+        playing. `heard` is for the transcript: the provider is told nothing."""
+        self._dropped.add(response_id)
+        if self.active == response_id:
+            self.active = None
+        if not playback.audible:
+            return None
+        return Interruption(
+            clear=True,
+            heard=self._heard(playback),
+            truncate=False,
+            cancel=False,
+            response_id=response_id,
+        )
+
+    @staticmethod
+    def _heard(playback: PlaybackTracker) -> tuple[str, int] | None:
+        item = playback.current_item
+        if not playback.audible or item is None:
+            return None
+        return item, playback.heard_ms(item)

@@ -28,6 +28,7 @@ class AgentOverrides(BaseModel):
     voice: str | None = Field(None, min_length=1, max_length=64)
     greeting: str | None = Field(None, max_length=2_000)
     tools: list[str] | None = Field(None, max_length=32)
+    provider: str | None = Field(None, min_length=1, max_length=32)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -53,6 +53,8 @@ class CallResult(BaseModel):
     recordingSid: str | None = None
     toolCalls: list[ToolCallRecord] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
+    provider: str | None = Field(None, description="the realtime provider the call ended on")
+    providerSwitches: int = 0
     error: dict[str, Any] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 

@@ -2,7 +2,15 @@
 
 The bridge speaks only these events and this interface; each provider module translates its
 own wire protocol. Audio crosses as base64 μ-law strings so that μ-law providers pass Twilio's
-payloads through without decoding.
+payloads through without decoding; providers that need other audio convert inside their module
+(`caller_engine.audio`).
+
+Providers differ in who drives the conversation. A client-driven provider (OpenAI Realtime)
+waits for the client to ask for a response after tool outputs, lets the client cut the heard
+part of an interrupted turn, and may leave cancelling to the client. A server-driven provider
+(Gemini Live, ElevenLabs, Nova Sonic) answers on its own after caller speech and tool results,
+detects barge-in itself and reports it as `Interrupted`. Each session describes itself with
+`Capabilities`; the bridge acts on those flags and never on a provider's name.
 """
 
 from __future__ import annotations
@@ -24,6 +32,31 @@ class SessionConfig:
     interrupt_response: bool = True
     transcription_model: str = "gpt-4o-mini-transcribe"
     noise_reduction: str | None = "near_field"
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What the bridge must do for a session, and what the provider does itself."""
+
+    respond_after_tools: bool
+    """The bridge asks for a response once a turn's tool outputs are all sent (else the
+    provider answers on its own)."""
+    truncates: bool
+    """On barge-in the bridge tells the provider how much of the agent's turn was heard."""
+    cancels_on_barge_in: bool
+    """The provider stops its own response when the caller starts talking (else the bridge
+    cancels it)."""
+    signals_interruption: bool
+    """The provider reports barge-in with `Interrupted` (else the bridge acts on
+    `SpeechStarted`)."""
+
+
+CLIENT_DRIVEN = Capabilities(
+    respond_after_tools=True, truncates=True, cancels_on_barge_in=True, signals_interruption=False
+)
+SERVER_DRIVEN = Capabilities(
+    respond_after_tools=False, truncates=False, cancels_on_barge_in=True, signals_interruption=True
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +143,21 @@ class ResponseDone:
 
 
 @dataclass(frozen=True, slots=True)
+class Interrupted:
+    """The provider cut its current response because the caller spoke (server-driven barge-in):
+    clear the caller's playback and drop the rest of that response's audio."""
+
+    response_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallsCancelled:
+    """The provider withdrew function calls it had made: stop them and send no output."""
+
+    call_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderError:
     code: str
     message: str
@@ -134,22 +182,27 @@ ProviderEvent = (
     | AgentTranscript
     | FunctionCall
     | ResponseDone
+    | Interrupted
+    | ToolCallsCancelled
     | ProviderError
     | Closed
 )
 
 
 class ConnectError(Exception):
+    """Opening a session failed. `fatal`: the provider refused it (credentials, model, invalid
+    setup) and retrying cannot help; otherwise it was unreachable or over quota."""
+
     def __init__(self, message: str, *, fatal: bool) -> None:
         super().__init__(message)
         self.fatal = fatal
 
 
 class RealtimeSession(Protocol):
-    """One open model connection."""
+    """One open model conversation (a provider may move it across connections itself)."""
 
     @property
-    def server_cancels_on_barge_in(self) -> bool: ...
+    def capabilities(self) -> Capabilities: ...
 
     def send_audio(self, payload_b64: str) -> bool:
         """Forward caller audio without waiting; False (frame dropped) when the socket is
@@ -159,13 +212,20 @@ class RealtimeSession(Protocol):
 
     async def send_user_text(self, text: str) -> None: ...
 
-    async def create_response(self, instructions: str | None = None) -> None: ...
+    async def create_response(self, instructions: str | None = None) -> None:
+        """Ask the model to speak now (the greeting; a voicemail message; after a replay),
+        steered by `instructions` when given."""
 
-    async def cancel_response(self) -> None: ...
+    async def cancel_response(self) -> None:
+        """Stop the active response (only called when `cancels_on_barge_in` is False or the
+        call must stop the agent mid-turn)."""
 
-    async def truncate(self, item_id: str, audio_end_ms: int) -> None: ...
+    async def truncate(self, item_id: str, audio_end_ms: int) -> None:
+        """Only called when `capabilities.truncates`."""
 
-    async def replay(self, history: list[HistoryItem]) -> None: ...
+    async def replay(self, history: list[HistoryItem]) -> None:
+        """Seed a fresh session with the conversation so far (after a reconnect or a switch
+        of provider); it does not ask for a response."""
 
     def events(self) -> AsyncIterator[ProviderEvent]: ...
 

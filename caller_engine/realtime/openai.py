@@ -8,6 +8,7 @@ Each server frame is parsed once with orjson and mapped to a provider-neutral ev
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -16,9 +17,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.protocol import State
 
 from caller_engine.realtime.base import (
+    CLIENT_DRIVEN,
     AgentItem,
     AgentTranscript,
     AudioDelta,
+    Capabilities,
     Closed,
     ConnectError,
     FunctionCall,
@@ -166,10 +169,12 @@ class OpenAIRealtimeSession:
         self._transport = ws.transport
         self._keys = MaskKeys()
         self.config = config
+        # Client-driven; with `interrupt_response` off the bridge cancels on barge-in itself.
+        self._capabilities = replace(CLIENT_DRIVEN, cancels_on_barge_in=config.interrupt_response)
 
     @property
-    def server_cancels_on_barge_in(self) -> bool:
-        return self.config.interrupt_response
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
 
     async def _send(self, event: dict[str, Any]) -> None:
         """Send a control event. On a closed socket it is dropped: `events()` reports the

@@ -16,7 +16,7 @@ from caller_engine.calls.sql_store import SqlCallStore
 from caller_engine.calls.store import CallStore
 from caller_engine.config import Settings
 from caller_engine.metrics import Metrics
-from caller_engine.realtime.openai import OpenAIRealtimeConnector
+from caller_engine.realtime.providers import build_connectors
 from caller_engine.results.outbox import Outbox
 from caller_engine.results.worker import DeliveryConfig, DeliveryWorker, WakeOnResult
 from caller_engine.telephony.rest import TwilioGateway
@@ -88,12 +88,7 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
             calls=call_service,
             gateway=gateway,
             tools=ToolRegistry(build_tools(settings, gateway, google)),
-            connector=OpenAIRealtimeConnector(
-                settings.openai_realtime_url,
-                settings.openai_realtime_model,
-                settings.openai_api_key or "",
-                auth_header=settings.openai_realtime_auth_header,
-            ),
+            connectors=build_connectors(settings),
             summarizer=Summarizer(openai_client, settings.summary_model),
             active=active,
             metrics=app_metrics,

@@ -44,6 +44,20 @@ async def initiate(request: web.Request) -> web.Response:
             "invalid request body",
             fields=[{"field": "agent.tools", "message": f"unknown tools: {', '.join(unknown)}"}],
         )
+    provider = req.agent.provider
+    if provider is not None and provider not in services.bridge.connectors:
+        configured = ", ".join(services.bridge.connectors)
+        return json_error(
+            422,
+            "invalid_request",
+            "invalid request body",
+            fields=[
+                {
+                    "field": "agent.provider",
+                    "message": f"'{provider}' is not configured here (configured: {configured})",
+                }
+            ],
+        )
     try:
         outcome = await services.calls.initiate(req)
     except CallConflict as exc:

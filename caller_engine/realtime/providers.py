@@ -1,0 +1,49 @@
+"""The realtime providers this build can use: one registry entry per provider.
+
+An entry names how to build the provider's connector from the settings and its default voice.
+Adding a provider is an entry here, its credentials in `config.PROVIDER_CREDENTIALS`, and its
+settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from caller_engine.config import Settings
+from caller_engine.realtime.base import RealtimeConnector
+from caller_engine.realtime.openai import OpenAIRealtimeConnector
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    name: str
+    connector: Callable[[Settings], RealtimeConnector]
+    default_voice: Callable[[Settings], str]
+
+
+def _openai(settings: Settings) -> RealtimeConnector:
+    return OpenAIRealtimeConnector(
+        settings.openai_realtime_url,
+        settings.openai_realtime_model,
+        settings.openai_api_key or "",
+        auth_header=settings.openai_realtime_auth_header,
+    )
+
+
+PROVIDERS: dict[str, Provider] = {
+    "openai": Provider("openai", _openai, lambda s: s.openai_voice),
+}
+
+
+def build_connectors(settings: Settings) -> dict[str, RealtimeConnector]:
+    """A connector for every provider whose credentials are configured."""
+    return {
+        name: PROVIDERS[name].connector(settings)
+        for name in settings.configured_providers
+        if name in PROVIDERS
+    }
+
+
+def default_voice(settings: Settings, provider: str) -> str:
+    return PROVIDERS[provider].default_voice(settings)

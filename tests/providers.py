@@ -1,0 +1,239 @@
+"""Per-provider fixtures of the conformance suite: one `Harness` per realtime provider.
+
+A harness starts its provider's emulator, tells the app how to reach it, scripts what the
+emulated model says in provider-neutral `Turn`s, and exposes each emulated connection through
+the same small `ModelView`. The conformance tests (`test_conformance.py`) run once per entry
+of `HARNESSES`: adding a provider is adding its harness here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+from caller_engine.audio import mulaw
+from caller_engine.audio.codec import ulaw_to_pcm16
+from caller_engine.sim.openai_realtime import (
+    EmulatedRealtimeSession,
+    RealtimeEmulator,
+    RealtimeScript,
+    ScriptedResponse,
+)
+from tests.bridge_env import BridgeEnv, bridge_env
+
+AMPLITUDE = 9000
+
+
+@dataclass
+class Turn:
+    """One thing the emulated model says: `ms` of a `hz` tone, its text, its tool calls."""
+
+    text: str = "Okay."
+    ms: int = 300
+    hz: float = 1000.0
+    tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+def tone_ulaw(ms: int, hz: float) -> bytes:
+    return mulaw.tone(ms, hz, AMPLITUDE)
+
+
+class ModelView(Protocol):
+    """One emulated model connection, seen the same way for every provider."""
+
+    @property
+    def closed(self) -> asyncio.Event: ...
+
+    def input_ms(self) -> float:
+        """Caller audio received so far, in ms."""
+
+    def input_matches(self, sent: bytes) -> bool:
+        """The caller's μ-law `sent` is what reached the model (byte-exact for μ-law
+        providers; the same tone at the same length for converting ones)."""
+
+    def tool_outputs(self) -> dict[str, dict[str, Any]]:
+        """Tool outputs received, by tool name."""
+
+    def prompts(self) -> list[str]:
+        """Texts the client sent to make the model speak (greeting steering)."""
+
+    async def drop(self) -> None:
+        """Close the connection from the server side, unannounced."""
+
+
+class Harness(Protocol):
+    name: str
+    passthrough: bool
+
+    @property
+    def sessions(self) -> list[ModelView]: ...
+
+    @property
+    def connection_attempts(self) -> int: ...
+
+    @property
+    def violations(self) -> list[str]: ...
+
+    async def wait_for_session(self, index: int = 0, within: float = 5.0) -> ModelView: ...
+
+    def refuse(self, fatal: bool, count: int = 1000) -> None:
+        """Make the next `count` connections fail: refused for good (bad key) or not."""
+
+
+def agent_audio_ok(harness: Harness, received: bytes, turn: Turn) -> bool:
+    """Twilio got this turn's audio: byte-exact for μ-law providers; for converting ones the
+    same tone (frequency, SNR >= 30 dB) and the same length to within 2 ms."""
+    if harness.passthrough:
+        return received == tone_ulaw(turn.ms, turn.hz)
+    if abs(len(received) - turn.ms * 8) > 16:
+        return False
+    return tone_quality(received, turn.hz) >= 30.0
+
+
+def tone_quality(ulaw: bytes, hz: float, rate: int = 8000) -> float:
+    """SNR in dB of a μ-law signal against the best-fitting sine at `hz` (edges skipped),
+    or -inf when its dominant frequency is not `hz`."""
+    pcm = ulaw_to_pcm16(ulaw).astype(np.float64)
+    return pcm_tone_quality(pcm, hz, rate)
+
+
+def pcm_tone_quality(pcm: np.ndarray[Any, Any], hz: float, rate: int) -> float:
+    trim = rate // 100
+    signal = pcm[trim:-trim] if len(pcm) > 4 * trim else pcm
+    if len(signal) < rate // 50:
+        return -math.inf
+    spectrum = np.abs(np.fft.rfft(signal * np.hanning(len(signal))))
+    peak = float(np.argmax(spectrum) * rate / len(signal))
+    if abs(peak - hz) > max(2 * rate / len(signal), 10):
+        return -math.inf
+    t = np.arange(len(signal)) / rate
+    basis = np.stack([np.sin(2 * math.pi * hz * t), np.cos(2 * math.pi * hz * t)], axis=1)
+    coef, *_ = np.linalg.lstsq(basis, signal, rcond=None)
+    fitted = basis @ coef
+    noise = float(np.mean((signal - fitted) ** 2)) or 1e-9
+    return 10 * math.log10(float(np.mean(fitted**2)) / noise)
+
+
+# -- OpenAI Realtime -------------------------------------------------------------------------
+
+
+class OpenAIView:
+    def __init__(self, session: EmulatedRealtimeSession) -> None:
+        self.session = session
+
+    @property
+    def closed(self) -> asyncio.Event:
+        return self.session.closed
+
+    def input_ms(self) -> float:
+        return len(self.session.input_audio) / 8
+
+    def input_matches(self, sent: bytes) -> bool:
+        return bytes(self.session.input_audio) == sent
+
+    def tool_outputs(self) -> dict[str, dict[str, Any]]:
+        names = {
+            c["call_id"]: c["name"]
+            for c in self.session.events("response.function_call_arguments.done")
+        }
+        return {
+            names.get(o["call_id"], o["call_id"]): orjson.loads(o["output"])
+            for o in self.session.function_call_outputs
+        }
+
+    def prompts(self) -> list[str]:
+        return [
+            str((r.get("response") or {}).get("instructions", ""))
+            for r in self.session.received
+            if r.get("type") == "response.create"
+        ]
+
+    async def drop(self) -> None:
+        await self.session.drop()
+
+
+class OpenAIHarness:
+    name = "openai"
+    passthrough = True
+
+    def __init__(self, env: BridgeEnv) -> None:
+        self.emulator: RealtimeEmulator = env.model
+
+    @staticmethod
+    def script(turns: list[Turn], users: list[str]) -> Callable[[], RealtimeScript]:
+        def make() -> RealtimeScript:
+            return RealtimeScript(
+                responses=[
+                    ScriptedResponse(
+                        text=t.text, audio=tone_ulaw(t.ms, t.hz), tool_calls=list(t.tool_calls)
+                    )
+                    for t in turns
+                ],
+                user_transcripts=list(users),
+            )
+
+        return make
+
+    @property
+    def sessions(self) -> list[ModelView]:
+        return [OpenAIView(s) for s in self.emulator.sessions]
+
+    @property
+    def connection_attempts(self) -> int:
+        return self.emulator.connection_attempts
+
+    @property
+    def violations(self) -> list[str]:
+        return self.emulator.violations
+
+    async def wait_for_session(self, index: int = 0, within: float = 5.0) -> ModelView:
+        return OpenAIView(await self.emulator.wait_for_session(index, within))
+
+    def refuse(self, fatal: bool, count: int = 1000) -> None:
+        if fatal:
+            self.emulator.fatal_on_connect = "invalid_api_key"
+        else:
+            self.emulator.reject_connections = count
+
+
+# -- the registry ----------------------------------------------------------------------------
+
+EnvFactory = Callable[..., "AbstractAsyncContextManager[tuple[BridgeEnv, Harness]]"]
+
+
+@asynccontextmanager
+async def openai_env(
+    turns: list[Turn], users: list[str], late_chunks: int, settings: dict[str, Any]
+) -> AsyncIterator[tuple[BridgeEnv, Harness]]:
+    model_kwargs = {"late_deltas": late_chunks, "delta_interval": 0.01 if late_chunks else 0.0}
+    async with bridge_env(
+        OpenAIHarness.script(turns, users), model_kwargs=model_kwargs, **settings
+    ) as env:
+        yield env, OpenAIHarness(env)
+
+
+HARNESSES: dict[str, EnvFactory] = {
+    "openai": openai_env,
+}
+PROVIDERS = list(HARNESSES)
+
+
+def provider_env(
+    provider: str,
+    turns: list[Turn] | None = None,
+    users: list[str] | None = None,
+    *,
+    late_chunks: int = 0,
+    **settings: Any,
+) -> AbstractAsyncContextManager[tuple[BridgeEnv, Harness]]:
+    """A server whose calls go to `provider`'s emulator, which says `turns` and hears
+    `users`; `late_chunks` audio chunks of an interrupted turn still go out after it is cut.
+    The OpenAI emulator always runs too (`env.model`: the fallback of failover tests)."""
+    return HARNESSES[provider](list(turns or []), list(users or []), late_chunks, settings)
