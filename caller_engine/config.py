@@ -17,6 +17,7 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Realtime providers this build can use, each with the settings it cannot run without.
 PROVIDER_CREDENTIALS: dict[str, tuple[str, ...]] = {
     "openai": ("openai_api_key",),
+    "elevenlabs": ("elevenlabs_agent_id",),
 }
 
 
@@ -58,6 +59,9 @@ class Settings(BaseSettings):
     openai_voice: str = "marin"
     openai_base_url: str | None = None
     openai_transcription_model: str = "gpt-4o-mini-transcribe"
+    elevenlabs_agent_id: str | None = None
+    elevenlabs_api_key: str | None = None  # set: open a signed URL fetched with it
+    elevenlabs_api_url: str = "https://api.elevenlabs.io"
     summary_model: str = "gpt-4o-mini"
     vad_type: Literal["server_vad", "semantic_vad"] = "server_vad"
     vad_threshold: float = Field(0.5, ge=0, le=1)
@@ -155,7 +159,7 @@ class Settings(BaseSettings):
             )
         return ",".join(dict.fromkeys(names))
 
-    @field_validator("openai_api_key")
+    @field_validator("openai_api_key", "elevenlabs_agent_id")
     @classmethod
     def _credential(cls, value: str | None, info: ValidationInfo) -> str | None:
         """A provider's credential is required when it is selected or a fallback."""
@@ -171,6 +175,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"required when REALTIME_PROVIDER={provider}")
             if provider in fallback:
                 raise ValueError(f"required when REALTIME_FALLBACK lists {provider}")
+        return value
+
+    @field_validator("elevenlabs_api_url")
+    @classmethod
+    def _elevenlabs_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL such as https://api.elevenlabs.io")
         return value
 
     @field_validator("api_key")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import orjson
@@ -26,6 +27,7 @@ from caller_engine.logging import call_logger
 from caller_engine.realtime.base import (
     AgentItem,
     AgentTranscript,
+    AgentTranscriptCorrected,
     AudioDelta,
     Closed,
     ConnectError,
@@ -239,7 +241,7 @@ class CallSession:
             except ConnectError as exc:
                 self.log.warning("pre-warmed model session failed: {}", exc)
                 if exc.fatal:
-                    self.error = {"code": "model_refused", "message": str(exc)}
+                    self.error = {"code": exc.code or "model_refused", "message": str(exc)}
                     return await self._connect(skip_current=True)
         return await self._connect()
 
@@ -276,7 +278,7 @@ class CallSession:
             except ConnectError as exc:
                 self.log.warning("{} connect failed: {}", self.provider, exc)
                 if exc.fatal:
-                    self.error = {"code": "model_refused", "message": str(exc)}
+                    self.error = {"code": exc.code or "model_refused", "message": str(exc)}
                     return None
         self.error = {"code": "model_unavailable", "message": f"could not reach {self.provider}"}
         return None
@@ -295,6 +297,8 @@ class CallSession:
         if self.answered_by in MACHINE:
             await self.on_machine(self.answered_by)
             return
+        if self.model is not None and self.model.capabilities.speaks_first:
+            return  # its first message was configured when the session opened
         await self._request_response(greeting_instructions(self.config, self.agent.greeting))
 
     async def _pump(self) -> None:
@@ -434,8 +438,26 @@ class CallSession:
                 return
             reason = closed.reason if closed else "model events ended"
             self.log.warning("model session lost: {}", reason)
+            if closed is not None and closed.ended:
+                self.log.info("{}; hanging up once it has played", reason)
+                if closed.by_tool:
+                    self.transcript.tool(
+                        ToolCallRecord(
+                            name=closed.by_tool,
+                            callId="",
+                            arguments={},
+                            output={"status": "ended by the provider"},
+                            ok=True,
+                            durationMs=0.0,
+                            at=round(self.now(), 3),
+                        )
+                    )
+                await self._end_call_requested()
+                self._maybe_hang_up()
+                await self._stopped.wait()  # marks drive the hang-up; the caller task ends it
+                return
             if closed is not None and closed.fatal:
-                self.error = {"code": "model_fatal", "message": reason}
+                self.error = {"code": closed.code or "model_fatal", "message": reason}
                 await self._hangup("model error")
                 return
             await self._reconnect()
@@ -490,6 +512,8 @@ class CallSession:
             self.transcript.agent_item(event.item_id, self.now())
         elif isinstance(event, AgentTranscript):
             self.transcript.agent_text(event.item_id, event.text, self.now())
+        elif isinstance(event, AgentTranscriptCorrected):
+            self.transcript.corrected(event.item_id, event.text)
         elif isinstance(event, UserItem):
             self.transcript.user_item(event.item_id, self.now())
         elif isinstance(event, UserTranscript):
@@ -684,6 +708,9 @@ class CallSession:
 
     async def _reconnect(self) -> None:
         lost, self.model = self.model, None
+        if self.config is not None and self.config.greeting:
+            # A provider that speaks first must not greet again in the new session.
+            self.config = replace(self.config, greeting="")
         was_responding = self.turns.responding
         if lost is not None:
             try:

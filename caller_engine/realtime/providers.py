@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from caller_engine.config import Settings
 from caller_engine.realtime.base import RealtimeConnector
+from caller_engine.realtime.elevenlabs.connector import ElevenLabsConnector
 from caller_engine.realtime.openai import OpenAIRealtimeConnector
 
 
@@ -31,8 +32,19 @@ def _openai(settings: Settings) -> RealtimeConnector:
     )
 
 
+def _elevenlabs(settings: Settings) -> RealtimeConnector:
+    return ElevenLabsConnector(
+        settings.elevenlabs_api_url,
+        settings.elevenlabs_agent_id or "",
+        settings.elevenlabs_api_key,
+        slice_bytes=max(160, settings.playback_mark_ms * 8),
+    )
+
+
 PROVIDERS: dict[str, Provider] = {
     "openai": Provider("openai", _openai, lambda s: s.openai_voice),
+    # The agent's own voice unless the call names one (a voice id, as a TTS override).
+    "elevenlabs": Provider("elevenlabs", _elevenlabs, lambda s: ""),
 }
 
 

@@ -220,12 +220,14 @@ class EmulatedConversation:
         return True
 
     def _first_message(self) -> ScriptedResponse | None:
-        line = self.script.next_response() if self.script.responses else None
         override = ((self.initiation or {}).get("conversation_config_override") or {}).get(
             "agent"
         ) or {}
         text = override.get("first_message", self.agent.first_message)
-        if text is None:
+        if text == "":
+            return None  # an explicitly empty first message: the agent waits
+        line = self.script.next_response() if self.script.responses else None
+        if text is None or (self.emulator.speak_script_first_line and line is not None):
             text = line.text if line is not None else ""
         if not text and line is None:
             return None
@@ -436,9 +438,8 @@ class EmulatedConversation:
 
     async def _send_audio(self, chunk: bytes, event_id: int) -> None:
         now = self.loop.time()
-        self._audible_until = (
-            max(now, self._audible_until) + len(chunk) / bytes_per_ms(self.output_format) / 1000
-        )
+        seconds = len(chunk) / bytes_per_ms(self.output_format) / 1000
+        self._audible_until = max(now, self._audible_until) + seconds / self.emulator.audible_speed
         self.output_audio.setdefault(event_id, bytearray()).extend(chunk)
         await self._emit(
             "audio",

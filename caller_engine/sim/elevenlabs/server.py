@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 import orjson
 from aiohttp import web
 
+from caller_engine.sim.elevenlabs import validation
 from caller_engine.sim.elevenlabs.agent import EmulatedAgent
 from caller_engine.sim.elevenlabs.conversation import EmulatedConversation
 from caller_engine.sim.elevenlabs.tools import check_tool_request
@@ -92,6 +93,13 @@ class ElevenLabsEmulator:
         self.clock = clock
         self.signed_url_ttl = SIGNED_URL_TTL
         self.quota_exhausted = False
+        self.reject_connections = 0  # the next N upgrades get HTTP 503 (an outage)
+        # The first message's words come from the script's first line rather than the configured
+        # first message (shared conformance scripts decide what every provider's model says).
+        self.speak_script_first_line = False
+        # The service deems its audio audible for its duration from when it was sent; tests that
+        # play the caller's side faster than real time scale that clock the same way.
+        self.audible_speed = 1.0
         self.correction: Callable[[str, float], str] = truncate_words
         self.agents: dict[str, EmulatedAgent] = {}
         self.tools: dict[str, dict[str, Any]] = {}  # id → tool response
@@ -103,6 +111,7 @@ class ElevenLabsEmulator:
         self.on_server_event: EventHook | None = None
         self._serial = 0
         self._added = asyncio.Event()
+        validation.load_published_types()  # import them now, not inside the first conversation
 
     def next_serial(self) -> int:
         self._serial += 1
@@ -158,6 +167,9 @@ class ElevenLabsEmulator:
 
     async def _conversation(self, request: web.Request) -> web.StreamResponse:
         self.connection_attempts += 1
+        if self.reject_connections:
+            self.reject_connections -= 1
+            return _json(503, {"detail": {"status": "service_unavailable", "message": "Busy"}})
         ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024)
         await ws.prepare(request)
         agent = self.agents.get(request.query.get("agent_id", ""))

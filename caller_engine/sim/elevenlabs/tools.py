@@ -41,7 +41,7 @@ PROPERTY_KEYS = {
 
 
 @cache
-def _request_model() -> type[BaseModel]:
+def request_model() -> type[BaseModel]:
     from elevenlabs.types.tool_request_model import ToolRequestModel
 
     return ToolRequestModel
@@ -81,7 +81,7 @@ def check_tool_request(body: Any) -> list[str]:
     if not isinstance(body, dict):
         return ["body must be a JSON object"]
     try:
-        _request_model().model_validate(body)
+        request_model().model_validate(body)
     except ValidationError as exc:
         return [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
     problems: list[str] = []

@@ -61,6 +61,13 @@ def _init_model() -> type[BaseModel]:
     return ConversationInitiationClientDataRequestInput
 
 
+def load_published_types() -> None:
+    from caller_engine.sim.elevenlabs.tools import request_model
+
+    _init_model()
+    request_model()
+
+
 def _unknown_keys(model: BaseModel, path: str = "") -> list[str]:
     found = [f"{path}{k}" for k in (model.model_extra or {})]
     for name in type(model).model_fields:
