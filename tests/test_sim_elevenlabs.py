@@ -89,7 +89,7 @@ class Peer:
 
 
 async def open_peer(url: str, init: dict[str, Any] | None = None) -> Peer:
-    ws = await connect(url, max_size=16 * 1024 * 1024)
+    ws = await connect(url, max_size=16 * 1024 * 1024, compression=None)  # as our client
     peer = Peer(ws)
     with contextlib.suppress(ConnectionClosed):  # a refused connection closes at once
         await peer.send(init or {"type": "conversation_initiation_client_data"})

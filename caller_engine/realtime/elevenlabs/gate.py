@@ -27,10 +27,12 @@ class InterruptionGate:
         return event_id >= self.floor
 
 
-def b64_slices(payload: str, max_bytes: int) -> list[str]:
-    """Split base64 text into pieces of at most `max_bytes` decoded bytes without decoding:
-    cuts fall on 4-character (3-byte) boundaries, so every piece is valid base64 on its own."""
-    step = max(4, (max_bytes // 3) * 4)
+def b64_slices(payload: str, piece_bytes: int) -> list[str]:
+    """Split base64 text into pieces of `piece_bytes` decoded bytes, rounded up to whole 3-byte
+    groups (the last piece may be shorter), without decoding: cuts fall on 4-character
+    boundaries, so every piece is valid base64 on its own. A piece at least as long as the
+    playback mark interval gets a mark of its own."""
+    step = max(4, -(-piece_bytes // 3) * 4)
     if len(payload) <= step:
         return [payload]
     return [payload[i : i + step] for i in range(0, len(payload), step)]
