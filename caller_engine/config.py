@@ -17,8 +17,13 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Realtime providers this build can use, each with the settings it cannot run without.
 PROVIDER_CREDENTIALS: dict[str, tuple[str, ...]] = {
     "openai": ("openai_api_key",),
+    "gemini": ("gemini_api_key",),
     "elevenlabs": ("elevenlabs_agent_id",),
 }
+GEMINI_LIVE_URL = (
+    "wss://generativelanguage.googleapis.com/ws/"
+    "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+)
 
 
 class ConfigError(Exception):
@@ -63,6 +68,11 @@ class Settings(BaseSettings):
     elevenlabs_api_key: str | None = None  # set: open a signed URL fetched with it
     elevenlabs_api_url: str = "https://api.elevenlabs.io"
     summary_model: str = "gpt-4o-mini"
+    gemini_api_key: str | None = None
+    gemini_live_url: str = GEMINI_LIVE_URL
+    gemini_model: str = "gemini-3.8-live"
+    gemini_voice: str = "Kore"
+    gemini_input_rate: Literal[8000, 16000] = 16000
     vad_type: Literal["server_vad", "semantic_vad"] = "server_vad"
     vad_threshold: float = Field(0.5, ge=0, le=1)
     vad_silence_ms: int = Field(500, ge=0)
@@ -159,7 +169,7 @@ class Settings(BaseSettings):
             )
         return ",".join(dict.fromkeys(names))
 
-    @field_validator("openai_api_key", "elevenlabs_agent_id")
+    @field_validator("openai_api_key", "gemini_api_key", "elevenlabs_agent_id")
     @classmethod
     def _credential(cls, value: str | None, info: ValidationInfo) -> str | None:
         """A provider's credential is required when it is selected or a fallback."""

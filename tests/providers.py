@@ -9,6 +9,7 @@ of `HARNESSES`: adding a provider is adding its harness here.
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -20,7 +21,15 @@ import orjson
 
 from caller_engine.audio import mulaw
 from caller_engine.audio.codec import ulaw_to_pcm16
+from caller_engine.audio.convert import CallerToPcm
 from caller_engine.sim.elevenlabs import ElevenLabsEmulator, EmulatedConversation
+from caller_engine.sim.gemini import (
+    GeminiConnection,
+    GeminiLiveEmulator,
+    GeminiResponse,
+    GeminiScript,
+    tone_pcm,
+)
 from caller_engine.sim.openai_realtime import (
     EmulatedRealtimeSession,
     RealtimeEmulator,
@@ -205,6 +214,90 @@ class OpenAIHarness:
             self.emulator.reject_connections = count
 
 
+# -- Gemini Live ----------------------------------------------------------------------------
+
+GEMINI_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+
+
+class GeminiView:
+    def __init__(self, connection: GeminiConnection) -> None:
+        self.connection = connection
+
+    @property
+    def closed(self) -> asyncio.Event:
+        return self.connection.closed
+
+    def input_ms(self) -> float:
+        return len(self.connection.input_pcm) / 2 / self.connection.input_rate * 1000
+
+    def input_matches(self, sent: bytes) -> bool:
+        """What arrived is `sent` converted frame by frame as the bridge does (to within
+        the resampler's rounding): same length, and equal to 40 dB."""
+        inbound = CallerToPcm(self.connection.input_rate)
+        expected = b"".join(
+            base64.b64decode(inbound.convert(base64.b64encode(sent[i : i + 160]).decode()))
+            for i in range(0, len(sent), 160)
+        )
+        got = bytes(self.connection.input_pcm)
+        if len(got) != len(expected):
+            return False
+        a = np.frombuffer(got, dtype="<i2").astype(np.float64)
+        b = np.frombuffer(expected, dtype="<i2").astype(np.float64)
+        noise = float(np.sum((a - b) ** 2))
+        return noise == 0 or 10 * math.log10(max(float(np.sum(b**2)), 1.0) / noise) >= 40
+
+    def tool_outputs(self) -> dict[str, dict[str, Any]]:
+        return dict(self.connection.tool_outputs)
+
+    def prompts(self) -> list[str]:
+        return list(self.connection.prompts)
+
+    async def drop(self) -> None:
+        await self.connection.drop()
+
+
+class GeminiHarness:
+    name = "gemini"
+    passthrough = False
+
+    def __init__(self, emulator: GeminiLiveEmulator) -> None:
+        self.emulator = emulator
+
+    @staticmethod
+    def script(turns: list[Turn], users: list[str]) -> Callable[[], GeminiScript]:
+        def make() -> GeminiScript:
+            return GeminiScript(
+                [
+                    GeminiResponse(t.text, tone_pcm(t.ms, t.hz, AMPLITUDE), list(t.tool_calls))
+                    for t in turns
+                ],
+                list(users),
+            )
+
+        return make
+
+    @property
+    def sessions(self) -> list[ModelView]:
+        return [GeminiView(s) for s in self.emulator.sessions]
+
+    @property
+    def connection_attempts(self) -> int:
+        return self.emulator.connection_attempts
+
+    @property
+    def violations(self) -> list[str]:
+        return self.emulator.violations
+
+    async def wait_for_session(self, index: int = 0, within: float = 5.0) -> ModelView:
+        return GeminiView(await self.emulator.wait_for_session(index, within))
+
+    def refuse(self, fatal: bool, count: int = 1000) -> None:
+        if fatal:
+            self.emulator.api_key = "a-different-key"
+        else:
+            self.emulator.reject_connections = count
+
+
 # -- ElevenLabs Agents ------------------------------------------------------------------------
 
 ELEVENLABS_AGENT = "agent_conformance"
@@ -330,8 +423,34 @@ async def openai_env(
         yield env, OpenAIHarness(env)
 
 
+@asynccontextmanager
+async def gemini_env(
+    turns: list[Turn], users: list[str], late_chunks: int, settings: dict[str, Any]
+) -> AsyncIterator[tuple[BridgeEnv, Harness]]:
+    emulator = GeminiLiveEmulator(
+        api_key="gemini-test-key",
+        script_factory=GeminiHarness.script(turns, users),
+        late_chunks=late_chunks,
+        delta_interval=0.01 if late_chunks else 0.0,
+    )
+    server = LoopbackServer(emulator.app())
+    await server.start()
+    values = {
+        "realtime_provider": "gemini",
+        "gemini_api_key": "gemini-test-key",
+        "gemini_live_url": server.ws_url + GEMINI_PATH,
+        **settings,
+    }
+    try:
+        async with bridge_env(**values) as env:
+            yield env, GeminiHarness(emulator)
+    finally:
+        await server.stop()
+
+
 HARNESSES: dict[str, EnvFactory] = {
     "openai": openai_env,
+    "gemini": gemini_env,
     "elevenlabs": elevenlabs_env,
 }
 PROVIDERS = list(HARNESSES)

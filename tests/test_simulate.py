@@ -17,8 +17,8 @@ SPEED = 8.0
 
 
 @asynccontextmanager
-async def simulated(name: str) -> AsyncIterator[tuple[World, SimOutcome]]:
-    world = await start_world(scenarios()[name], speed=SPEED)
+async def simulated(name: str, provider: str = "openai") -> AsyncIterator[tuple[World, SimOutcome]]:
+    world = await start_world(scenarios()[name], speed=SPEED, provider=provider)
     try:
         outcome = await run_call(world, io.StringIO(), limit=60)
         yield world, outcome
@@ -29,6 +29,19 @@ async def simulated(name: str) -> AsyncIterator[tuple[World, SimOutcome]]:
 def statuses(outcome: SimOutcome) -> list[str]:
     assert outcome.record is not None
     return [e.status for e in outcome.record.status_history]
+
+
+async def test_booking_on_gemini_books_texts_and_summarises() -> None:
+    async with simulated("booking", provider="gemini") as (world, outcome):
+        assert outcome.problems == []
+        assert world.gemini is not None and world.gemini.sessions
+        assert world.model.sessions == []  # OpenAI's emulator was never used
+        [event] = world.calendar.events.values()
+        assert event.summary == "Appointment - Alex Morgan"
+        assert len(world.rest.messages) == 1
+        assert outcome.result.summary is not None
+        assert outcome.result.provider == "gemini"
+        assert world.gemini.violations == []
 
 
 async def test_booking() -> None:

@@ -614,7 +614,8 @@ class CallSession:
         model = self.model
         output = orjson.dumps(outcome.output).decode()
         late = model is not None and model is not origin
-        if model is not None:
+        # Once the call is ending nothing goes back: a server-driven model would answer it.
+        if model is not None and not self.ending:
             try:
                 if late:
                     # The session that made the call is gone (reconnect or another provider):

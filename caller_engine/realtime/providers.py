@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from caller_engine.config import Settings
 from caller_engine.realtime.base import RealtimeConnector
 from caller_engine.realtime.elevenlabs.connector import ElevenLabsConnector
+from caller_engine.realtime.gemini import GeminiLiveConnector
 from caller_engine.realtime.openai import OpenAIRealtimeConnector
 
 
@@ -41,8 +42,18 @@ def _elevenlabs(settings: Settings) -> RealtimeConnector:
     )
 
 
+def _gemini(settings: Settings) -> RealtimeConnector:
+    return GeminiLiveConnector(
+        settings.gemini_live_url,
+        settings.gemini_model,
+        settings.gemini_api_key or "",
+        input_rate=settings.gemini_input_rate,
+    )
+
+
 PROVIDERS: dict[str, Provider] = {
     "openai": Provider("openai", _openai, lambda s: s.openai_voice),
+    "gemini": Provider("gemini", _gemini, lambda s: s.gemini_voice),
     # The agent's own voice unless the call names one (a voice id, as a TTS override).
     "elevenlabs": Provider("elevenlabs", _elevenlabs, lambda s: ""),
 }

@@ -39,6 +39,7 @@ def _simulate(args: argparse.Namespace) -> int:
             as_json=args.json,
             realtime_url=args.realtime_url,
             openai_key=args.openai_key,
+            provider=args.provider,
         )
     )
 
@@ -70,6 +71,12 @@ def add_commands(sub: Any) -> None:
         "--openai-key",
         default=os.environ.get("OPENAI_API_KEY"),
         help="key for --realtime-url (env OPENAI_API_KEY)",
+    )
+    parser.add_argument(
+        "--provider",
+        choices=("openai", "gemini"),
+        default="openai",
+        help="the realtime provider whose emulator the call talks to (default openai)",
     )
     parser.add_argument("--verbose", action="store_true", help="show the server's logs")
     parser.set_defaults(func=_simulate)

@@ -143,14 +143,19 @@ async def simulate(
     realtime_url: str | None = None,
     openai_key: str | None = None,
     out: TextIO = sys.stdout,
+    provider: str = "openai",
 ) -> int:
     scenario = scenarios()[name]
     world = await start_world(
-        scenario, speed=speed, realtime_url=realtime_url, openai_key=openai_key
+        scenario,
+        speed=speed,
+        realtime_url=realtime_url,
+        openai_key=openai_key,
+        provider=provider,
     )
     try:
         if not as_json:
-            out.write(f"Scenario {scenario.name}: {scenario.description}\n\n")
+            out.write(f"Scenario {scenario.name} ({provider}): {scenario.description}\n\n")
         outcome = await run_call(world, None if as_json else out)
     finally:
         await world.stop()

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from caller_engine.calls.result import CallResult
 from caller_engine.config import Settings, load_settings
+from caller_engine.sim.gemini import GeminiLiveEmulator
 from caller_engine.sim.google import GoogleEmulator, new_service_account_key
 from caller_engine.sim.google.calendar import EmulatedCalendar
 from caller_engine.sim.openai_chat import ChatCompletionsEmulator
@@ -33,6 +34,9 @@ ACCOUNT_SID = "AC" + "5" * 32
 SERVICE_ACCOUNT = "caller-engine@simulated-project.iam.gserviceaccount.com"
 CALENDAR_ID = "bookings@simulated.example.com"
 MAILBOX = "office@simulated.example.com"
+
+
+GEMINI_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
 
 
 def free_port() -> int:
@@ -69,6 +73,7 @@ class World:
     servers: list[LoopbackServer] = field(default_factory=list)
     tmpdir: str = ""
     api_key: str = ""
+    gemini: GeminiLiveEmulator | None = None
 
     def call(self, call_sid: str) -> ActiveEmulatedCall | None:
         return self.phone.calls.get(call_sid)
@@ -112,6 +117,7 @@ async def start_world(
     realtime_url: str | None = None,
     openai_key: str | None = None,
     overrides: dict[str, Any] | None = None,
+    provider: str = "openai",
 ) -> World:
     """Start the emulators, then the server configured against them."""
     auth_token = secrets.token_hex(16)
@@ -130,6 +136,18 @@ async def start_world(
     for server in servers:
         await server.start()
     rest_srv, model_srv, chat_srv, google_srv, orch_srv = servers
+    gemini: GeminiLiveEmulator | None = None
+    provider_settings: dict[str, Any] = {}
+    if provider == "gemini":
+        gemini = GeminiLiveEmulator(api_key="gemini-test", script_factory=scenario.script)
+        gemini_srv = LoopbackServer(gemini.app())
+        await gemini_srv.start()
+        servers.append(gemini_srv)
+        provider_settings = {
+            "realtime_provider": "gemini",
+            "gemini_api_key": "gemini-test",
+            "gemini_live_url": gemini_srv.ws_url + GEMINI_PATH,
+        }
     tmpdir = tempfile.mkdtemp(prefix="caller-engine-sim-")
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
@@ -160,6 +178,7 @@ async def start_world(
         "database_url": f"sqlite:///{tmpdir}/calls.db",
         "result_webhook_url": orch_srv.url + "/results",
         "result_webhook_secret": webhook_secret,
+        **provider_settings,
         **scenario.settings,
         **(overrides or {}),
     }
@@ -204,6 +223,7 @@ async def start_world(
         servers=servers,
         tmpdir=tmpdir,
         api_key=api_key,
+        gemini=gemini,
     )
     world_ref.append(world)
     return world
