@@ -117,3 +117,14 @@ def test_cli_lists_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_rejects_unknown_scenario(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "nope"]) == 2
     assert "unknown scenario" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", list(scenarios()))
+async def test_every_scenario_on_elevenlabs(name: str) -> None:
+    async with simulated(name, provider="elevenlabs") as (world, outcome):
+        assert outcome.problems == []
+        assert world.model.sessions == []  # OpenAI's emulator was never used
+        assert world.elevenlabs is not None and world.elevenlabs.violations == []
+        if name not in ("no-answer", "busy"):
+            assert outcome.result.provider == "elevenlabs"
+            assert world.elevenlabs.conversations

@@ -74,7 +74,7 @@ def add_commands(sub: Any) -> None:
     )
     parser.add_argument(
         "--provider",
-        choices=("openai", "gemini"),
+        choices=("openai", "gemini", "elevenlabs"),
         default="openai",
         help="the realtime provider whose emulator the call talks to (default openai)",
     )

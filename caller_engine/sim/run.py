@@ -53,8 +53,8 @@ def check(world: World, scenario: Scenario, outcome: SimOutcome) -> list[str]:
     reconnects = int(result.metrics.get("modelReconnects", 0))
     if reconnects != expect.reconnects:
         problems.append(f"{reconnects} model reconnect(s), expected {expect.reconnects}")
-    if world.model.violations:
-        problems.append(f"model protocol violations: {world.model.violations[:3]}")
+    if world.model_violations:
+        problems.append(f"model protocol violations: {world.model_violations[:3]}")
     if not outcome.delivered:
         problems.append("the result did not reach the orchestrator")
     return problems

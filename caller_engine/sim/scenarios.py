@@ -226,7 +226,7 @@ def _unanswered(name: str, outcome: Any, description: str) -> Scenario:
 
 
 async def _drop_model(world: World) -> None:
-    await world.model.sessions[-1].drop()
+    await world.drop_model()
 
 
 def _model_drop() -> Scenario:

@@ -16,6 +16,8 @@ from aiohttp import web
 
 from caller_engine.calls.result import CallResult
 from caller_engine.config import Settings, load_settings
+from caller_engine.realtime.elevenlabs.agent_tools import AgentToolsClient, client_tools
+from caller_engine.sim.elevenlabs import ElevenLabsEmulator
 from caller_engine.sim.gemini import GeminiLiveEmulator
 from caller_engine.sim.google import GoogleEmulator, new_service_account_key
 from caller_engine.sim.google.calendar import EmulatedCalendar
@@ -74,6 +76,22 @@ class World:
     tmpdir: str = ""
     api_key: str = ""
     gemini: GeminiLiveEmulator | None = None
+    elevenlabs: ElevenLabsEmulator | None = None
+
+    @property
+    def model_violations(self) -> list[str]:
+        """Protocol violations seen by the emulator of every provider in play."""
+        found = list(self.model.violations)
+        if self.elevenlabs is not None:
+            found += self.elevenlabs.violations
+        return found
+
+    async def drop_model(self) -> None:
+        """Break the call's model connection from the provider's side."""
+        if self.elevenlabs is not None:
+            await self.elevenlabs.conversations[-1].drop(1011)
+            return
+        await self.model.sessions[-1].drop()
 
     def call(self, call_sid: str) -> ActiveEmulatedCall | None:
         return self.phone.calls.get(call_sid)
@@ -148,6 +166,18 @@ async def start_world(
             "gemini_api_key": "gemini-test",
             "gemini_live_url": gemini_srv.ws_url + GEMINI_PATH,
         }
+    elevenlabs: ElevenLabsEmulator | None = None
+    if provider == "elevenlabs":
+        elevenlabs = _elevenlabs_emulator(scenario, speed)
+        el_srv = LoopbackServer(elevenlabs.app())
+        await el_srv.start()
+        servers.append(el_srv)
+        provider_settings = {
+            "realtime_provider": "elevenlabs",
+            "elevenlabs_agent_id": ELEVENLABS_AGENT,
+            "elevenlabs_api_key": ELEVENLABS_KEY,
+            "elevenlabs_api_url": el_srv.url,
+        }
     tmpdir = tempfile.mkdtemp(prefix="caller-engine-sim-")
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
@@ -190,6 +220,12 @@ async def start_world(
     results = _Results()
     app[SERVICES].calls.add_sink(results)
     http = aiohttp.ClientSession()
+    if elevenlabs is not None:
+        # Our tools go onto the agent the way a user puts them there (elevenlabs tools --apply).
+        tools = client_tools(app[SERVICES].bridge.tools.select(None))
+        await AgentToolsClient(http, settings.elevenlabs_api_url, ELEVENLABS_KEY).apply(
+            ELEVENLABS_AGENT, tools
+        )
     world_ref: list[World] = []
 
     def callee_for(call: EmulatedCall) -> Any:
@@ -224,6 +260,23 @@ async def start_world(
         tmpdir=tmpdir,
         api_key=api_key,
         gemini=gemini,
+        elevenlabs=elevenlabs,
     )
     world_ref.append(world)
     return world
+
+
+ELEVENLABS_AGENT = "agent_simulated"
+ELEVENLABS_KEY = "xi-simulated-key"
+
+
+def _elevenlabs_emulator(scenario: Scenario, speed: float) -> ElevenLabsEmulator:
+    """A private agent set up for telephony: μ-law both ways, the call's overrides allowed,
+    corrections and tool responses among its client events, its end_call system tool on."""
+    emulator = ElevenLabsEmulator(api_key=ELEVENLABS_KEY, script_factory=scenario.script)
+    emulator.speak_script_first_line = True
+    emulator.audible_speed = speed  # the phone plays the agent at this speed
+    agent = emulator.add_agent(ELEVENLABS_AGENT, enable_auth=True)
+    agent.allow_overrides("agent.first_message", "agent.prompt.prompt", "tts.voice_id")
+    agent.client_events += ["agent_response_correction", "agent_tool_response"]
+    return emulator
