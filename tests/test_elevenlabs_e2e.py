@@ -199,3 +199,16 @@ async def test_long_bursts_arrive_byte_exact_with_marks() -> None:
         # marks every ~200 ms of audio (a burst's short tail carries into the next mark)
         assert len(client.mark_requests) >= 12000 // 250
         await client.stop()
+
+
+async def test_a_deployment_without_an_openai_key_calls_and_skips_the_summary(
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    async with env([Turn("Hi.", 200)], openai_api_key=None) as (bridge, _model):
+        client = await bridge.call("cb-no-openai")
+        await client.wait_until(lambda: len(client.received_audio) >= 1600, 5)
+        await client.stop()
+        result = await bridge.result("cb-no-openai")
+        assert result.provider == "elevenlabs" and result.summary is None
+        assert [e.text for e in result.transcript] == ["Hi."]
