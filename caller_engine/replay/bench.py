@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from caller_engine.replay.driver import Driver, Level, LevelResult, Target
-from caller_engine.replay.emulators import EmulatorOptions, Emulators
+from caller_engine.replay.emulators import ELEVENLABS_AGENT, EmulatorOptions, Emulators
 from caller_engine.replay.progress import Progress
 from caller_engine.replay.report import (
     build_report,
@@ -49,6 +49,7 @@ class BenchOptions:
     plot: Path | None = None
     pin: bool = True
     tool: bool = True  # False: no tool call in the cycle (the bridge's own cost alone)
+    provider: str = "openai"  # or "elevenlabs": the calls talk to that provider's emulator
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,12 @@ async def run_bench(options: BenchOptions, out: TextIO | None = None) -> int:
         os.sched_setaffinity(0, placement.driver_cpus)
     scenario = Scenario() if options.tool else Scenario(tool=None)
     audio = [synthetic_audio(scenario, int(options.duration * 1000))]
-    emulators = Emulators(EmulatorOptions())
+    emulators = Emulators(EmulatorOptions(provider=options.provider))
+    if emulators.elevenlabs is not None and scenario.tool:
+        # Client tools live on the agent: give it the scenario's tool.
+        agent = emulators.elevenlabs.agents[ELEVENLABS_AGENT]
+        tool = {"type": "client", "name": scenario.tool, "description": scenario.tool}
+        emulators.elevenlabs.define_client_tools(agent, [{**tool, "expects_response": True}])
     await emulators.start()
     workdir = Path(tempfile.mkdtemp(prefix="caller-engine-bench-"))
     port = free_port()
@@ -162,7 +168,8 @@ async def run_bench(options: BenchOptions, out: TextIO | None = None) -> int:
     )
     print(
         f"caller-engine bench: levels {', '.join(map(str, options.levels))}; "
-        f"{options.duration:g} s calls started at {options.ramp:g}/s; {placement.describe()}",
+        f"{options.duration:g} s calls started at {options.ramp:g}/s; {placement.describe()}; "
+        f"provider {options.provider}",
         file=out,
         flush=True,
     )
@@ -190,6 +197,7 @@ async def run_bench(options: BenchOptions, out: TextIO | None = None) -> int:
     levels = [r.report for r in results]
     targets = evaluate_targets(levels)
     config: dict[str, Any] = {
+        "provider": options.provider,
         "levels": list(options.levels),
         "callSeconds": options.duration,
         "rampPerS": options.ramp,

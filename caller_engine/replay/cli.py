@@ -101,6 +101,7 @@ def _bench(args: argparse.Namespace) -> int:
         plot=args.plot,
         pin=not args.no_pin,
         tool=not args.no_tool,
+        provider=args.provider,
     )
     try:
         return asyncio.run(run_bench(options))
@@ -198,5 +199,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     bench.add_argument("--no-pin", action="store_true", help="do not pin the server to a CPU")
     bench.add_argument(
         "--no-tool", action="store_true", help="calls without the send_sms tool call"
+    )
+    bench.add_argument(
+        "--provider",
+        choices=("openai", "elevenlabs"),
+        default="openai",
+        help="the realtime provider (its emulator) the calls talk to (default openai)",
     )
     bench.set_defaults(func=_bench)

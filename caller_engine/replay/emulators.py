@@ -1,6 +1,8 @@
 """The peers replay runs for the server under test: Twilio's REST API (always: replay plays
 Twilio, so it must see the calls the server places) and, with the bundled model, the OpenAI
-Realtime and Chat Completions emulators. `server_env()` is what the server needs to use them.
+Realtime and Chat Completions emulators, or (provider `elevenlabs`) the ElevenLabs Agents
+emulator with Chat Completions for the summary. `server_env()` is what the server needs to use
+them.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from caller_engine.sim.elevenlabs import ElevenLabsEmulator
 from caller_engine.sim.openai_chat import ChatCompletionsEmulator
 from caller_engine.sim.openai_realtime import RealtimeEmulator
 from caller_engine.sim.twilio_rest import TwilioRestEmulator
@@ -17,6 +20,8 @@ DEFAULT_ACCOUNT_SID = "AC" + "7e" * 16
 DEFAULT_AUTH_TOKEN = "replay-auth-token"
 DEFAULT_OPENAI_KEY = "sk-replay"
 DEFAULT_PHONE_NUMBER = "+15550001111"
+DEFAULT_ELEVENLABS_KEY = "xi-replay"
+ELEVENLABS_AGENT = "agent_replay"
 CHUNK_MS = 100  # model audio per delta
 
 
@@ -32,6 +37,7 @@ class EmulatorOptions:
     auth_token: str = DEFAULT_AUTH_TOKEN
     openai_key: str = DEFAULT_OPENAI_KEY
     phone_number: str = DEFAULT_PHONE_NUMBER
+    provider: str = "openai"  # or "elevenlabs": the emulator the server's calls talk to
 
 
 class _Site:
@@ -56,7 +62,14 @@ class Emulators:
         self.rest = TwilioRestEmulator(opts.account_sid, opts.auth_token)
         self.model: RealtimeEmulator | None = None
         self.chat: ChatCompletionsEmulator | None = None
-        if opts.model:
+        self.elevenlabs: ElevenLabsEmulator | None = None
+        if opts.model and opts.provider == "elevenlabs":
+            # Agent audio in the service's own irregular bursts, as fast as it is generated.
+            self.elevenlabs = ElevenLabsEmulator(api_key=DEFAULT_ELEVENLABS_KEY)
+            self.elevenlabs.add_agent(ELEVENLABS_AGENT, enable_auth=True)
+            self.elevenlabs.speak_script_first_line = True
+            self.chat = ChatCompletionsEmulator(api_key=opts.openai_key)
+        elif opts.model:
             interval = CHUNK_MS / 1000 / opts.model_pace if opts.model_pace > 0 else 0.0
             self.model = RealtimeEmulator(
                 api_key=opts.openai_key,
@@ -74,6 +87,7 @@ class Emulators:
             ("model", self.model.app() if self.model else None),
             ("rest", self.rest.app()),
             ("chat", self.chat.app() if self.chat else None),
+            ("elevenlabs", self.elevenlabs.app() if self.elevenlabs else None),
         ]
         for offset, (name, app) in enumerate(apps):
             if app is None:
@@ -94,10 +108,17 @@ class Emulators:
         self.rest.requests.clear()
         if self.model is not None:
             self.model.sessions.clear()
+        if self.elevenlabs is not None:
+            self.elevenlabs.conversations.clear()
         if self.chat is not None:
             self.chat.requests.clear()
             self.chat.request_headers.clear()
             self.chat.responses.clear()
+
+    @property
+    def realtime(self) -> RealtimeEmulator | ElevenLabsEmulator | None:
+        """The emulator the calls' model connections reach (its hooks carry the markers)."""
+        return self.elevenlabs if self.elevenlabs is not None else self.model
 
     def _url(self, name: str, scheme: str = "http") -> str:
         host = self.options.advertise_host or self.options.host
@@ -117,5 +138,12 @@ class Emulators:
         if self.model is not None:
             env["OPENAI_API_KEY"] = opts.openai_key
             env["OPENAI_REALTIME_URL"] = self._url("model", "ws") + "/v1/realtime"
+            env["OPENAI_BASE_URL"] = self._url("chat") + "/v1"
+        if self.elevenlabs is not None:
+            env["REALTIME_PROVIDER"] = "elevenlabs"
+            env["ELEVENLABS_AGENT_ID"] = ELEVENLABS_AGENT
+            env["ELEVENLABS_API_KEY"] = DEFAULT_ELEVENLABS_KEY
+            env["ELEVENLABS_API_URL"] = self._url("elevenlabs")
+            env["OPENAI_API_KEY"] = opts.openai_key  # the summary
             env["OPENAI_BASE_URL"] = self._url("chat") + "/v1"
         return env

@@ -226,17 +226,14 @@ class EmulatedConversation:
         text = override.get("first_message", self.agent.first_message)
         if text == "":
             return None  # an explicitly empty first message: the agent waits
-        line = self.script.next_response() if self.script.responses else None
-        if text is None or (self.emulator.speak_script_first_line and line is not None):
-            text = line.text if line is not None else ""
-        if not text and line is None:
-            return None
-        base = line or ScriptedResponse(audio_ms=min(4000, max(500, len(text) * 70)))
+        line = self.script.next_response()  # its audio (and tool calls) voice the first message
+        if text is None or self.emulator.speak_script_first_line:
+            text = line.text
         return ScriptedResponse(
             text=fill_variables(text, self.variables),
-            audio=base.audio,
-            audio_ms=base.audio_ms,
-            tool_calls=base.tool_calls,
+            audio=line.audio,
+            audio_ms=line.audio_ms,
+            tool_calls=line.tool_calls,
         )
 
     async def close(self, code: int, reason: str = "") -> None:
@@ -275,6 +272,8 @@ class EmulatedConversation:
             return True
         problem = validation.check_message(data)
         self.received.append(data if isinstance(data, dict) else {"raw": data})
+        if self.emulator.on_client_event is not None and isinstance(data, dict):
+            self.emulator.on_client_event(self, data, self.loop.time())
         if problem is not None:
             await self._refuse(problem)
             if problem.fatal:

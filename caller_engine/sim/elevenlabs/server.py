@@ -109,6 +109,7 @@ class ElevenLabsEmulator:
         self.rest_requests: list[tuple[str, str]] = []
         self.on_input_audio: InputAudioHook | None = None
         self.on_server_event: EventHook | None = None
+        self.on_client_event: EventHook | None = None
         self._serial = 0
         self._added = asyncio.Event()
         validation.load_published_types()  # import them now, not inside the first conversation
