@@ -10,7 +10,7 @@ import pytest
 
 from caller_engine.realtime.elevenlabs import wire
 from caller_engine.realtime.elevenlabs.agent_tools import SchemaError, client_tool, client_tools
-from caller_engine.realtime.elevenlabs.gate import InterruptionGate, b64_slices
+from caller_engine.realtime.elevenlabs.gate import InterruptionGate, b64_slices, slice_bytes
 from caller_engine.realtime.elevenlabs.urls import public_url, websocket_base
 from caller_engine.sim.elevenlabs.tools import check_tool_request
 from caller_engine.sim.elevenlabs.validation import check_initiation, check_message
@@ -179,6 +179,13 @@ def test_b64_slices_are_valid_and_rejoin(size: int) -> None:
     assert b"".join(base64.b64decode(p, validate=True) for p in pieces) == raw
     assert all(len(base64.b64decode(p)) == 1602 for p in pieces[:-1])  # 534 3-byte groups
     assert 0 < len(base64.b64decode(pieces[-1])) <= 1602 or size == 0
+
+
+def test_slices_are_whole_frames_reaching_the_mark_interval() -> None:
+    assert slice_bytes(1600) == 1920  # 240 ms: 12 frames of 20 ms, 640 base64 groups
+    assert slice_bytes(160) == 480
+    assert slice_bytes(0) == 480
+    assert all(slice_bytes(n) % 160 == 0 and slice_bytes(n) % 3 == 0 for n in range(0, 9000, 7))
 
 
 def test_urls() -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from caller_engine.config import Settings
 from caller_engine.realtime.base import RealtimeConnector
 from caller_engine.realtime.elevenlabs.connector import ElevenLabsConnector
+from caller_engine.realtime.elevenlabs.gate import slice_bytes
 from caller_engine.realtime.gemini import GeminiLiveConnector
 from caller_engine.realtime.openai import OpenAIRealtimeConnector
 
@@ -38,7 +39,7 @@ def _elevenlabs(settings: Settings) -> RealtimeConnector:
         settings.elevenlabs_api_url,
         settings.elevenlabs_agent_id or "",
         settings.elevenlabs_api_key,
-        slice_bytes=max(160, settings.playback_mark_ms * 8),
+        slice_bytes=slice_bytes(settings.playback_mark_ms * 8),
     )
 
 

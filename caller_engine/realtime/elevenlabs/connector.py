@@ -43,7 +43,7 @@ class ElevenLabsConnector:
         agent_id: str,
         api_key: str | None = None,
         *,
-        slice_bytes: int = 1600,
+        slice_bytes: int = 1920,
         open_timeout: float = 5.0,
     ) -> None:
         self.api_url = api_url

@@ -27,6 +27,15 @@ class InterruptionGate:
         return event_id >= self.floor
 
 
+FRAME_GROUP_BYTES = 480  # 60 ms of μ-law: whole 20 ms frames and whole base64 groups
+
+
+def slice_bytes(mark_bytes: int) -> int:
+    """The slice length for a playback mark interval: whole 20 ms frames that are also whole
+    base64 groups, at least the interval (so each slice gets its own mark)."""
+    return max(1, -(-mark_bytes // FRAME_GROUP_BYTES)) * FRAME_GROUP_BYTES
+
+
 def b64_slices(payload: str, piece_bytes: int) -> list[str]:
     """Split base64 text into pieces of `piece_bytes` decoded bytes, rounded up to whole 3-byte
     groups (the last piece may be shorter), without decoding: cuts fall on 4-character

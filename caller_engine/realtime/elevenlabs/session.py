@@ -152,7 +152,7 @@ class ElevenLabsSession:
         output_format: wire.AudioFormat,
         *,
         override_paths: list[str],
-        slice_bytes: int = 1600,
+        slice_bytes: int = 1920,
         idle_end: float = IDLE_END,
     ) -> None:
         self._ws = ws

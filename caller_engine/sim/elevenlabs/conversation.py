@@ -380,13 +380,12 @@ class EmulatedConversation:
         speech.task = asyncio.create_task(self._speak(line, speech))
 
     def _chunks(self, audio: bytes) -> list[bytes]:
-        per_ms = bytes_per_ms(self.output_format)
+        frame = int(bytes_per_ms(self.output_format) * 20)  # whole 20 ms frames per chunk
         low, high = self.emulator.chunk_ms
         chunks: list[bytes] = []
         offset = 0
         while offset < len(audio):
-            ms = self._rng.randint(low, high)
-            size = max(2, int(ms * per_ms) // 2 * 2)
+            size = max(1, self._rng.randint(low, high) // 20) * frame
             chunks.append(audio[offset : offset + size])
             offset += size
         return chunks
