@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-genai_types: Any
-try:  # pragma: no cover - exercised when google-genai is installed
-    from google.genai import types as genai_types
-except ImportError:  # pragma: no cover
-    genai_types = None
+
+@cache
+def _genai_types() -> Any:
+    """google-genai's types module, or None; imported on first use (it is large)."""
+    try:
+        from google.genai import types
+    except ImportError:  # pragma: no cover - validation by the rules below only
+        return None
+    return types
+
 
 INVALID_ARGUMENT = "Request contains an invalid argument."
 CLIENT_KEYS = ("setup", "clientContent", "realtimeInput", "toolResponse")
@@ -55,6 +61,7 @@ def unknown_field(path: list[str], name: str) -> Refusal:
 
 
 def _validate_type(type_name: str, value: Any, path: list[str]) -> Refusal | None:
+    genai_types = _genai_types()
     if genai_types is None:
         return None
     model = getattr(genai_types, type_name)
