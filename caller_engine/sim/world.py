@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from caller_engine.calls.models import AgentOverrides
 from caller_engine.calls.result import CallResult
 from caller_engine.config import Settings, load_settings
 from caller_engine.realtime.elevenlabs.agent_tools import AgentToolsClient, client_tools
@@ -25,7 +26,7 @@ from caller_engine.sim.openai_chat import ChatCompletionsEmulator
 from caller_engine.sim.openai_realtime import RealtimeEmulator
 from caller_engine.sim.orchestrator import OrchestratorEmulator
 from caller_engine.sim.phone import ActiveEmulatedCall, PhoneNetwork
-from caller_engine.sim.scenarios import CALLEE_NUMBER, TIMEZONE, Scenario
+from caller_engine.sim.scenarios import BUSINESS, CALLEE_NUMBER, TIMEZONE, Scenario
 from caller_engine.sim.server import LoopbackServer
 from caller_engine.sim.twilio_rest import EmulatedCall, TwilioRestEmulator
 from caller_engine.tools.google_client import GMAIL_SCOPES
@@ -96,13 +97,24 @@ class World:
     def call(self, call_sid: str) -> ActiveEmulatedCall | None:
         return self.phone.calls.get(call_sid)
 
+    def _provider_agent(self) -> dict[str, Any]:
+        """An ElevenLabs call carries its greeting (the agent allows that override), which also
+        lets a conversation resumed after a reconnect or a declined transfer skip it."""
+        if self.elevenlabs is None:
+            return {}
+        return {"greeting": f"Hi, this is Dana from {BUSINESS}."}
+
     async def place_call(self, callback_id: str) -> str:
         resp = await self.http.post(
             self.base_url + "/call/initiate",
             json={
                 "callbackId": callback_id,
                 "to": CALLEE_NUMBER,
-                "agent": {"metadata": {"scenario": self.scenario.name}, **self.scenario.agent},
+                "agent": {
+                    "metadata": {"scenario": self.scenario.name},
+                    **self._provider_agent(),
+                    **self.scenario.agent,
+                },
             },
             headers={"X-API-Key": self.api_key},
         )
@@ -222,7 +234,7 @@ async def start_world(
     http = aiohttp.ClientSession()
     if elevenlabs is not None:
         # Our tools go onto the agent the way a user puts them there (elevenlabs tools --apply).
-        tools = client_tools(app[SERVICES].bridge.tools.select(None))
+        tools = client_tools(app[SERVICES].bridge.tools_for(AgentOverrides()))
         await AgentToolsClient(http, settings.elevenlabs_api_url, ELEVENLABS_KEY).apply(
             ELEVENLABS_AGENT, tools
         )

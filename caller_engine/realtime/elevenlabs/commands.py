@@ -27,6 +27,7 @@ from caller_engine.realtime.elevenlabs.agent_tools import (
 from caller_engine.telephony.rest import TwilioGateway
 from caller_engine.tools.google_client import GoogleApis
 from caller_engine.tools.registry import Tool
+from caller_engine.tools.transfer import transfer_tool
 
 
 def _print(data: Any) -> None:
@@ -46,7 +47,11 @@ async def _enabled_tools(settings: Settings) -> list[Tool]:
     if settings.enable_calendar_tools or settings.enable_email_tools:
         google = GoogleApis.from_settings(settings)
     try:
-        return list(build_tools(settings, gateway, google))
+        tools = list(build_tools(settings, gateway, google))
+        targets = settings.configured_transfer_targets
+        if targets:  # offered per call; the agent carries it with every configured target
+            tools.append(transfer_tool(targets))
+        return tools
     finally:
         await gateway.close()
         if google is not None:
