@@ -3,8 +3,9 @@
 One timer per frame per call would cost the load generator more than the frames do, so a
 single task keeps a heap of calls by next due time and sends every frame due within
 `slack` seconds at each wake-up. Send times are recorded as the frames actually leave, so
-the slack adds no error to the measurements; calls start at random phases of the 20 ms
-frame clock, as real calls do.
+the slack adds no error to the measurements; a call's schedule is anchored on its first
+frame's actual send, so a late start shifts the call rather than squeezing its first gaps;
+calls start at random phases of the 20 ms frame clock, as real calls do.
 """
 
 from __future__ import annotations
@@ -127,6 +128,10 @@ class FrameSender:
         frame = player.audio.frames[seq]
         data = markers.stamp(frame, probe.stream, seq) if player.marked else frame
         at = asyncio.get_running_loop().time()
+        if seq == 0:
+            # The call's clock starts when its first frame actually leaves: a loop busy at
+            # call start delays the whole call instead of closing up its first gaps.
+            player.t0 = at - player.audio.offsets[0]
         probe.sent_at.append(at)
         try:
             await client.send_audio(data, paced=False)
