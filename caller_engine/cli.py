@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     from caller_engine.replay.cli import add_commands as add_replay_commands
 
     add_replay_commands(sub)
+    from caller_engine.realtime.elevenlabs.commands import add_commands as add_elevenlabs_commands
+
+    add_elevenlabs_commands(sub)
     return parser
 
 

@@ -35,6 +35,7 @@ PROVIDER_CREDENTIALS: dict[str, tuple[str, ...]] = {
     "openai": ("openai_api_key",),
     "nova_sonic": ("aws_access_key_id", "aws_secret_access_key"),
     "gemini": ("gemini_api_key",),
+    "elevenlabs": ("elevenlabs_agent_id",),
 }
 GEMINI_LIVE_URL = (
     "wss://generativelanguage.googleapis.com/ws/"
@@ -89,6 +90,10 @@ class Settings(BaseSettings):
     nova_sonic_voice: str = "tiffany"
     bedrock_runtime_url: str | None = None  # https://bedrock-runtime.{region}.amazonaws.com
     nova_sonic_renew_after: float = Field(360.0, ge=1, le=450)  # the service ends at 480 s
+    # ElevenLabs Agents
+    elevenlabs_agent_id: str | None = None
+    elevenlabs_api_key: str | None = None  # set: open a signed URL fetched with it
+    elevenlabs_api_url: str = "https://api.elevenlabs.io"
     summary_model: str = "gpt-4o-mini"
     gemini_api_key: str | None = None
     gemini_live_url: str = GEMINI_LIVE_URL
@@ -231,7 +236,11 @@ class Settings(BaseSettings):
         return ",".join(dict.fromkeys(names))
 
     @field_validator(
-        "openai_api_key", "gemini_api_key", "aws_access_key_id", "aws_secret_access_key"
+        "openai_api_key",
+        "gemini_api_key",
+        "elevenlabs_agent_id",
+        "aws_access_key_id",
+        "aws_secret_access_key",
     )
     @classmethod
     def _credential(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -248,6 +257,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"required when REALTIME_PROVIDER={provider}")
             if provider in fallback:
                 raise ValueError(f"required when REALTIME_FALLBACK lists {provider}")
+        return value
+
+    @field_validator("elevenlabs_api_url")
+    @classmethod
+    def _elevenlabs_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL such as https://api.elevenlabs.io")
         return value
 
     @field_validator("api_key")

@@ -22,6 +22,7 @@ import orjson
 from caller_engine.audio import mulaw
 from caller_engine.audio.codec import ulaw_to_pcm16
 from caller_engine.audio.convert import CallerToPcm
+from caller_engine.sim.elevenlabs import ElevenLabsEmulator, EmulatedConversation
 from caller_engine.sim.gemini import (
     GeminiConnection,
     GeminiLiveEmulator,
@@ -405,6 +406,115 @@ async def nova_sonic_env(
         await emulator.stop()
 
 
+# -- ElevenLabs Agents ------------------------------------------------------------------------
+
+ELEVENLABS_AGENT = "agent_conformance"
+ELEVENLABS_KEY = "xi-conformance-key"
+
+
+class ElevenLabsView:
+    def __init__(self, conversation: EmulatedConversation) -> None:
+        self.conversation = conversation
+
+    @property
+    def closed(self) -> asyncio.Event:
+        return self.conversation.closed
+
+    def input_ms(self) -> float:
+        return len(self.conversation.input_audio) / 8
+
+    def input_matches(self, sent: bytes) -> bool:
+        return bytes(self.conversation.input_audio) == sent
+
+    def tool_outputs(self) -> dict[str, dict[str, Any]]:
+        return {
+            call.name: orjson.loads(call.result["result"])
+            for call in self.conversation.tool_calls
+            if call.result is not None
+        }
+
+    def prompts(self) -> list[str]:
+        init = self.conversation.initiation or {}
+        agent = (init.get("conversation_config_override") or {}).get("agent") or {}
+        first = [agent["first_message"]] if agent.get("first_message") else []
+        return first + self.conversation.user_messages
+
+    async def drop(self) -> None:
+        await self.conversation.drop(1011)
+
+
+class ElevenLabsHarness:
+    name = "elevenlabs"
+    passthrough = True
+
+    def __init__(self, emulator: ElevenLabsEmulator) -> None:
+        self.emulator = emulator
+
+    @staticmethod
+    def script(turns: list[Turn], users: list[str]) -> Callable[[], RealtimeScript]:
+        return OpenAIHarness.script(turns, users)
+
+    @property
+    def sessions(self) -> list[ModelView]:
+        return [ElevenLabsView(c) for c in self.emulator.conversations]
+
+    @property
+    def connection_attempts(self) -> int:
+        return self.emulator.connection_attempts
+
+    @property
+    def violations(self) -> list[str]:
+        return self.emulator.violations
+
+    async def wait_for_session(self, index: int = 0, within: float = 5.0) -> ModelView:
+        return ElevenLabsView(await self.emulator.wait_for_conversation(index, within))
+
+    def refuse(self, fatal: bool, count: int = 1000) -> None:
+        if fatal:  # the agent's prompt needs a variable no call sends: close 1008
+            self.emulator.agents[ELEVENLABS_AGENT].prompt = "Call {{account_holder}}."
+        else:
+            self.emulator.reject_connections = count
+
+
+@asynccontextmanager
+async def elevenlabs_env(
+    turns: list[Turn], users: list[str], late_chunks: int, settings: dict[str, Any]
+) -> AsyncIterator[tuple[BridgeEnv, Harness]]:
+    emulator = ElevenLabsEmulator(
+        api_key=ELEVENLABS_KEY,
+        script_factory=ElevenLabsHarness.script(turns, users),
+        stale_chunks=late_chunks,
+        silence_ms=300,
+    )
+    emulator.speak_script_first_line = True
+    emulator.audible_speed = 4.0  # the media client's default playback speed
+    agent = emulator.add_agent(ELEVENLABS_AGENT, enable_auth=True)
+    agent.allow_overrides("agent.first_message", "agent.prompt.prompt", "tts.voice_id")
+    agent.client_events = [*agent.client_events, "agent_response_correction"]
+    names = {name for t in turns for name, _ in t.tool_calls if name != "end_call"}
+    emulator.define_client_tools(
+        agent,
+        [
+            {"type": "client", "name": n, "description": n, "expects_response": True}
+            for n in sorted(names)
+        ],
+    )
+    server = LoopbackServer(emulator.app())
+    await server.start()
+    values = {
+        "realtime_provider": "elevenlabs",
+        "elevenlabs_agent_id": ELEVENLABS_AGENT,
+        "elevenlabs_api_key": ELEVENLABS_KEY,
+        "elevenlabs_api_url": server.url,
+        **settings,
+    }
+    try:
+        async with bridge_env(None, **values) as env:
+            yield env, ElevenLabsHarness(emulator)
+    finally:
+        await server.stop()
+
+
 # -- the registry ----------------------------------------------------------------------------
 
 EnvFactory = Callable[..., "AbstractAsyncContextManager[tuple[BridgeEnv, Harness]]"]
@@ -450,6 +560,7 @@ HARNESSES: dict[str, EnvFactory] = {
     "openai": openai_env,
     "nova_sonic": nova_sonic_env,
     "gemini": gemini_env,
+    "elevenlabs": elevenlabs_env,
 }
 PROVIDERS = list(HARNESSES)
 

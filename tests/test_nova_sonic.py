@@ -233,7 +233,7 @@ async def test_a_refused_setup_is_a_refusal_and_later_validation_errors_are_not(
     session = await NovaSonicConnector(options(emulator)).connect(bad_voice)
     events = await collect_until(session, lambda e: isinstance(e, Closed))
     closed = events[-1]
-    assert isinstance(closed, Closed) and closed.refused and closed.fatal
+    assert isinstance(closed, Closed) and closed.fatal and closed.code == "model_refused"
     assert "voiceId" in closed.reason
     await session.close()
 
@@ -245,7 +245,7 @@ async def test_a_refused_setup_is_a_refusal_and_later_validation_errors_are_not(
     emulator.fail_stream(emulator.sessions[-1], "validationException", timeout)
     events = await collect_until(session, lambda e: isinstance(e, Closed))
     closed = events[-1]
-    assert isinstance(closed, Closed) and not closed.refused and not closed.fatal
+    assert isinstance(closed, Closed) and closed.code is None and not closed.fatal
     await session.close()
 
 

@@ -168,3 +168,14 @@ async def test_opt_out() -> None:
             f"{world.base_url}/dnc/{CALLEE_NUMBER}", headers={"X-API-Key": world.api_key}
         )
         assert (await resp.json())["source"] == "opt_out"
+
+
+@pytest.mark.parametrize("name", list(scenarios()))
+async def test_every_scenario_on_elevenlabs(name: str) -> None:
+    async with simulated(name, provider="elevenlabs") as (world, outcome):
+        assert outcome.problems == []
+        assert world.model.sessions == []  # OpenAI's emulator was never used
+        assert world.elevenlabs is not None and world.elevenlabs.violations == []
+        if name not in ("no-answer", "busy"):
+            assert outcome.result.provider == "elevenlabs"
+            assert world.elevenlabs.conversations

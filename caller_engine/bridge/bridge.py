@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -95,6 +96,9 @@ class Bridge:
         if connector is None:
             return  # the stream reports it
         config = session_config(self.settings, agent, self.tools_for(agent), provider)
+        if config.greeting and self.handoffs.returning(call_sid):
+            # Back from a transfer: a provider that speaks first must not greet again.
+            config = replace(config, greeting="")
         self.prewarmer.start(call_sid, provider, connector, config, record)
 
     async def handle(self, ws: web.WebSocketResponse, hint: str | None) -> None:

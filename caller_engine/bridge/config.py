@@ -65,6 +65,9 @@ def session_config(
         interrupt_response=settings.vad_interrupt_response,
         transcription_model=settings.openai_transcription_model,
         noise_reduction=None if settings.noise_reduction == "off" else settings.noise_reduction,
+        greeting=agent.greeting,
+        call_instructions=agent.instructions,
+        metadata=dict(agent.metadata),
     )
 
 

@@ -197,6 +197,10 @@ class Handoffs:
         entry = self._parked.get(session.call_sid) if session.call_sid else None
         return entry is not None and entry[0] is session
 
+    def returning(self, call_sid: str) -> bool:
+        """The call is parked after a transfer: its next stream carries on the conversation."""
+        return call_sid in self._parked
+
     def adopt(self, session: CallSession) -> bool:
         """A new stream of a call whose transfer did not connect: carry on its conversation."""
         call_sid = session.call_sid

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import orjson
@@ -28,6 +29,7 @@ from caller_engine.logging import call_logger
 from caller_engine.realtime.base import (
     AgentItem,
     AgentTranscript,
+    AgentTranscriptCorrected,
     AudioDelta,
     Closed,
     ConnectError,
@@ -257,7 +259,7 @@ class CallSession:
             except ConnectError as exc:
                 self.log.warning("pre-warmed model session failed: {}", exc)
                 if exc.fatal:
-                    self.error = {"code": "model_refused", "message": str(exc)}
+                    self.error = {"code": exc.code or "model_refused", "message": str(exc)}
                     return await self._connect(skip_current=True)
         return await self._connect()
 
@@ -294,7 +296,7 @@ class CallSession:
             except ConnectError as exc:
                 self.log.warning("{} connect failed: {}", self.provider, exc)
                 if exc.fatal:
-                    self.error = {"code": "model_refused", "message": str(exc)}
+                    self.error = {"code": exc.code or "model_refused", "message": str(exc)}
                     return None
         self.error = {"code": "model_unavailable", "message": f"could not reach {self.provider}"}
         return None
@@ -317,6 +319,8 @@ class CallSession:
             await self.model.replay(self.transcript.history())
             await self._request_response(cue)
             return
+        if self.model is not None and self.model.capabilities.speaks_first:
+            return  # its first message was configured when the session opened
         await self._request_response(greeting_instructions(self.config, self.agent.greeting))
 
     async def _pump(self) -> None:
@@ -456,17 +460,37 @@ class CallSession:
                 return
             reason = closed.reason if closed else "model events ended"
             self.log.warning("model session lost: {}", reason)
-            refused = closed is not None and closed.refused
-            if refused:
+            if closed is not None and closed.ended:
+                self.log.info("{}; hanging up once it has played", reason)
+                if closed.by_tool:
+                    self.transcript.tool(
+                        ToolCallRecord(
+                            name=closed.by_tool,
+                            callId="",
+                            arguments={},
+                            output={"status": "ended by the provider"},
+                            ok=True,
+                            durationMs=0.0,
+                            at=round(self.now(), 3),
+                        )
+                    )
+                await self._end_call_requested()
+                self._maybe_hang_up()
+                await self._stopped.wait()  # marks drive the hang-up; the caller task ends it
+                return
+            refused = closed.code if closed is not None and closed.fatal else None
+            if refused is not None:
                 # As when connecting is refused: not retried, on to a fallback if any.
-                self.error = {"code": "model_refused", "message": reason}
+                self.error = {"code": refused, "message": reason}
             elif closed is not None and closed.fatal:
                 self.error = {"code": "model_fatal", "message": reason}
                 await self._hangup("model error")
                 return
-            await self._reconnect(skip_current=refused)
+            await self._reconnect(skip_current=refused is not None)
             if self.model is None:
-                await self._hangup("model refused" if refused else "model unavailable")
+                await self._hangup(
+                    "model refused" if refused == "model_refused" else "model unavailable"
+                )
                 return
 
     async def _audio(self, event: AudioDelta) -> None:
@@ -516,6 +540,8 @@ class CallSession:
             self.transcript.agent_item(event.item_id, self.now())
         elif isinstance(event, AgentTranscript):
             self.transcript.agent_text(event.item_id, event.text, self.now())
+        elif isinstance(event, AgentTranscriptCorrected):
+            self.transcript.corrected(event.item_id, event.text)
         elif isinstance(event, UserItem):
             self.transcript.user_item(event.item_id, self.now())
         elif isinstance(event, UserTranscript):
@@ -762,6 +788,9 @@ class CallSession:
 
     async def _reconnect(self, *, skip_current: bool = False) -> None:
         lost, self.model = self.model, None
+        if self.config is not None and self.config.greeting and self.transcript.entries():
+            # A provider that speaks first must not greet again in the new session.
+            self.config = replace(self.config, greeting="")
         was_responding = self.turns.responding
         if lost is not None:
             try:
@@ -783,7 +812,10 @@ class CallSession:
         self.log.info("model session restored (reconnect {})", self.metrics.reconnects)
         entries = self.transcript.entries()
         if not entries and was_responding and self.config is not None:
-            # Lost before a word of the greeting: the new session greets as asked.
-            await self._request_response(greeting_instructions(self.config, self.agent.greeting))
+            # Lost before a word of the greeting: the new session greets as asked (one that
+            # speaks first does so with the first message it was opened with).
+            if not model.capabilities.speaks_first:
+                greeting = greeting_instructions(self.config, self.agent.greeting)
+                await self._request_response(greeting)
         elif was_responding or (entries and entries[-1].role in ("user", "tool")):
             await self._request_response()

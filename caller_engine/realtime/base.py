@@ -32,6 +32,11 @@ class SessionConfig:
     interrupt_response: bool = True
     transcription_model: str = "gpt-4o-mini-transcribe"
     noise_reduction: str | None = "near_field"
+    # The call's own settings, for providers that take them apart from `instructions` (an
+    # agent platform keeps its prompt unless the call brings one).
+    greeting: str | None = None
+    call_instructions: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,9 @@ class Capabilities:
     signals_interruption: bool
     """The provider reports barge-in with `Interrupted` (else the bridge acts on
     `SpeechStarted`)."""
+    speaks_first: bool = False
+    """The provider opens the call with its own first message (configured at connect): the
+    bridge does not ask for a greeting."""
 
 
 CLIENT_DRIVEN = Capabilities(
@@ -151,6 +159,16 @@ class Interrupted:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentTranscriptCorrected:
+    """The provider cut the agent's item and says what of it the caller heard: the transcript
+    keeps `text` and marks the turn interrupted."""
+
+    response_id: str
+    item_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallsCancelled:
     """The provider withdrew function calls it had made: stop them and send no output."""
 
@@ -166,14 +184,21 @@ class ProviderError:
 
 @dataclass(frozen=True, slots=True)
 class Closed:
-    """The session ended. `fatal`: a new session on this provider cannot help. `refused`: the
-    provider refused the session itself (credentials, access, an invalid setup), reported in
-    the stream after connecting had succeeded; the call moves on as if connecting had been
-    refused."""
+    """The session ended. `fatal`: a new session on this provider cannot help."""
 
     reason: str
     fatal: bool = False
-    refused: bool = False
+    code: str | None = None
+    """With `fatal`: the provider refused the session itself (credentials, access, an invalid
+    setup, quota), reported in the stream after connecting had succeeded. The call's error
+    code (`model_refused`, `model_unavailable`); the call moves on as if connecting had been
+    refused: not retried on this provider, on to a fallback if any. A fatal close without a
+    code is a model failure (`model_fatal`) that ends the call."""
+    ended: bool = False
+    """The provider ended the conversation on purpose (its end-call tool): let the audio
+    already sent finish playing, then hang up; no reconnect."""
+    by_tool: str | None = None
+    """With `ended`: the provider's own tool that ended it (kept with the call's tool calls)."""
 
 
 ProviderEvent = (
@@ -189,6 +214,7 @@ ProviderEvent = (
     | FunctionCall
     | ResponseDone
     | Interrupted
+    | AgentTranscriptCorrected
     | ToolCallsCancelled
     | ProviderError
     | Closed
@@ -199,9 +225,10 @@ class ConnectError(Exception):
     """Opening a session failed. `fatal`: the provider refused it (credentials, model, invalid
     setup) and retrying cannot help; otherwise it was unreachable or over quota."""
 
-    def __init__(self, message: str, *, fatal: bool) -> None:
+    def __init__(self, message: str, *, fatal: bool, code: str | None = None) -> None:
         super().__init__(message)
         self.fatal = fatal
+        self.code = code  # the call's error code when fatal (default `model_refused`)
 
 
 class RealtimeSession(Protocol):

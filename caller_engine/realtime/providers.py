@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from caller_engine.aws.sigv4 import Credentials
 from caller_engine.config import Settings
 from caller_engine.realtime.base import RealtimeConnector
+from caller_engine.realtime.elevenlabs.connector import ElevenLabsConnector
+from caller_engine.realtime.elevenlabs.gate import slice_bytes
 from caller_engine.realtime.gemini import GeminiLiveConnector
 from caller_engine.realtime.nova_sonic import BedrockTarget, NovaSonicConnector, NovaSonicOptions
 from caller_engine.realtime.openai import OpenAIRealtimeConnector
@@ -46,6 +48,15 @@ def _nova_sonic(settings: Settings) -> RealtimeConnector:
     return NovaSonicConnector(NovaSonicOptions(target, renew_after=settings.nova_sonic_renew_after))
 
 
+def _elevenlabs(settings: Settings) -> RealtimeConnector:
+    return ElevenLabsConnector(
+        settings.elevenlabs_api_url,
+        settings.elevenlabs_agent_id or "",
+        settings.elevenlabs_api_key,
+        slice_bytes=slice_bytes(settings.playback_mark_ms * 8),
+    )
+
+
 def _gemini(settings: Settings) -> RealtimeConnector:
     return GeminiLiveConnector(
         settings.gemini_live_url,
@@ -59,6 +70,8 @@ PROVIDERS: dict[str, Provider] = {
     "openai": Provider("openai", _openai, lambda s: s.openai_voice),
     "nova_sonic": Provider("nova_sonic", _nova_sonic, lambda s: s.nova_sonic_voice),
     "gemini": Provider("gemini", _gemini, lambda s: s.gemini_voice),
+    # The agent's own voice unless the call names one (a voice id, as a TTS override).
+    "elevenlabs": Provider("elevenlabs", _elevenlabs, lambda s: ""),
 }
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from caller_engine.replay.driver import Driver, Level, LevelResult, Target
-from caller_engine.replay.emulators import EmulatorOptions, Emulators
+from caller_engine.replay.emulators import ELEVENLABS_AGENT, EmulatorOptions, Emulators
 from caller_engine.replay.progress import Progress
 from caller_engine.replay.report import (
     build_report,
@@ -183,6 +183,11 @@ async def _bench_provider(
     """Every level for one realtime provider, against its emulator; the report and results."""
     audio = [synthetic_audio(scenario, int(options.duration * 1000))]
     emulators = Emulators(EmulatorOptions(provider=provider))
+    if emulators.elevenlabs is not None and scenario.tool:
+        # Client tools live on the agent: give it the scenario's tool.
+        agent = emulators.elevenlabs.agents[ELEVENLABS_AGENT]
+        tool = {"type": "client", "name": scenario.tool, "description": scenario.tool}
+        emulators.elevenlabs.define_client_tools(agent, [{**tool, "expects_response": True}])
     await emulators.start()
     workdir = Path(tempfile.mkdtemp(prefix="caller-engine-bench-"))
     port = free_port()

@@ -111,7 +111,7 @@ class Driver:
         self.emulators = emulators
         self.audio = audio
         self.scenario = scenario or Scenario()
-        self.marked = emulators.model is not None
+        self.marked = emulators.realtime is not None
         self.server_pid = server_pid
         self.progress = progress or Progress(enabled=False)
         self.run_id = secrets.token_hex(3)
@@ -165,7 +165,7 @@ class Driver:
         self.emulators.reset()
         recorder = Recorder(self.scenario.responses() if self.marked else None)
         self.last_recorder = recorder
-        model = self.emulators.model
+        model = self.emulators.realtime
         if model is not None:
             model.script_factory = recorder.new_script
             model.on_input_audio = recorder.on_input_audio

@@ -1,8 +1,9 @@
 """The peers replay runs for the server under test: Twilio's REST API (always: replay plays
 Twilio, so it must see the calls the server places) and, with the bundled model, the realtime
-model's emulator (OpenAI Realtime, Gemini Live with `provider="gemini"`, or Nova Sonic's
-HTTP/2 stream with `provider="nova_sonic"`) and the Chat Completions emulator for summaries.
-`server_env()` is what the server needs to use them.
+model's emulator (OpenAI Realtime, Gemini Live with `provider="gemini"`, ElevenLabs Agents
+with `provider="elevenlabs"`, or Nova Sonic's HTTP/2 stream with `provider="nova_sonic"`) and
+the Chat Completions emulator for summaries. `server_env()` is what the server needs to use
+them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from caller_engine.sim.elevenlabs import ElevenLabsEmulator
 from caller_engine.sim.gemini import GeminiLiveEmulator
 from caller_engine.sim.nova_sonic import TEST_CREDENTIALS, NovaSonicEmulator
 from caller_engine.sim.openai_chat import ChatCompletionsEmulator
@@ -22,8 +24,10 @@ DEFAULT_AUTH_TOKEN = "replay-auth-token"
 DEFAULT_OPENAI_KEY = "sk-replay"
 DEFAULT_GEMINI_KEY = "gemini-replay"
 GEMINI_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
-PROVIDERS = ("openai", "gemini", "nova_sonic")
+PROVIDERS = ("openai", "gemini", "elevenlabs", "nova_sonic")
 DEFAULT_PHONE_NUMBER = "+15550001111"
+DEFAULT_ELEVENLABS_KEY = "xi-replay"
+ELEVENLABS_AGENT = "agent_replay"
 CHUNK_MS = 100  # model audio per delta
 
 
@@ -65,6 +69,7 @@ class Emulators:
         self.model: RealtimeEmulator | None = None
         self.gemini: GeminiLiveEmulator | None = None
         self.nova_sonic: NovaSonicEmulator | None = None
+        self.elevenlabs: ElevenLabsEmulator | None = None
         self.chat: ChatCompletionsEmulator | None = None
         if opts.provider not in PROVIDERS:
             raise ValueError(f"unknown provider {opts.provider!r}")
@@ -80,6 +85,11 @@ class Emulators:
             self.nova_sonic = NovaSonicEmulator(
                 chunk_ms=CHUNK_MS, speedup=opts.model_pace, late_chunks=opts.late_deltas
             )
+        elif opts.model and opts.provider == "elevenlabs":
+            # Agent audio in the service's own irregular bursts, as fast as it is generated.
+            self.elevenlabs = ElevenLabsEmulator(api_key=DEFAULT_ELEVENLABS_KEY)
+            self.elevenlabs.add_agent(ELEVENLABS_AGENT, enable_auth=True)
+            self.elevenlabs.speak_script_first_line = True
         elif opts.model:
             self.model = RealtimeEmulator(
                 api_key=opts.openai_key,
@@ -111,6 +121,8 @@ class Emulators:
     def _model_app(self) -> web.Application | None:
         if self.gemini is not None:
             return self.gemini.app()
+        if self.elevenlabs is not None:  # its REST API and conversation socket on one port
+            return self.elevenlabs.app()
         return self.model.app() if self.model is not None else None
 
     async def stop(self) -> None:
@@ -134,10 +146,17 @@ class Emulators:
         if self.nova_sonic is not None:
             self.nova_sonic.sessions.clear()
             self.nova_sonic.streams.clear()
+        if self.elevenlabs is not None:
+            self.elevenlabs.conversations.clear()
         if self.chat is not None:
             self.chat.requests.clear()
             self.chat.request_headers.clear()
             self.chat.responses.clear()
+
+    @property
+    def realtime(self) -> RealtimeEmulator | ElevenLabsEmulator | None:
+        """The emulator the calls' model connections reach (its hooks carry the markers)."""
+        return self.elevenlabs if self.elevenlabs is not None else self.model
 
     def _url(self, name: str, scheme: str = "http") -> str:
         host = self.options.advertise_host or self.options.host
@@ -165,6 +184,11 @@ class Emulators:
             env["REALTIME_PROVIDER"] = "gemini"
             env["GEMINI_API_KEY"] = DEFAULT_GEMINI_KEY
             env["GEMINI_LIVE_URL"] = self._url("model", "ws") + GEMINI_PATH
+        if self.elevenlabs is not None:
+            env["REALTIME_PROVIDER"] = "elevenlabs"
+            env["ELEVENLABS_AGENT_ID"] = ELEVENLABS_AGENT
+            env["ELEVENLABS_API_KEY"] = DEFAULT_ELEVENLABS_KEY
+            env["ELEVENLABS_API_URL"] = self._url("model")
         if self.nova_sonic is not None:
             env["REALTIME_PROVIDER"] = "nova_sonic"
             env["AWS_ACCESS_KEY_ID"] = TEST_CREDENTIALS.access_key_id

@@ -13,17 +13,19 @@ from __future__ import annotations
 import base64
 import bisect
 import itertools
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
 from caller_engine.replay import markers
 from caller_engine.replay.scenario import MarkedScript, PlannedResponse
 from caller_engine.replay.stats import SequenceCheck, histogram, jitter, summarize
-from caller_engine.sim.realtime.session import EmulatedRealtimeSession
 
 AUDIO_DELTA = "response.output_audio.delta"
 SPEECH_STARTED = "input_audio_buffer.speech_started"
 CALL_DONE = "response.function_call_arguments.done"
+# The same moments on the ElevenLabs Agents emulator.
+EL_AUDIO, EL_INTERRUPTION, EL_TOOL_CALL = "audio", "interruption", "client_tool_call"
 # Frames sent (or emitted) this close to the end of a call may still be in flight at
 # hang-up: not counted as lost when they never arrive.
 END_GRACE_S = 0.3
@@ -73,7 +75,7 @@ class Recorder:
         self.plan = list(plan or [])
         self.calls: list[CallProbe] = []
         self._by_stream: dict[int, CallProbe] = {}
-        self.sessions: dict[EmulatedRealtimeSession, SessionProbe] = {}
+        self.sessions: dict[Hashable, SessionProbe] = {}
         self._session_streams: dict[int, SessionProbe] = {}
         self._pending_tools: dict[str, tuple[float, SessionProbe]] = {}
         self._stream_ids = itertools.count()
@@ -94,7 +96,8 @@ class Recorder:
         stream = next(self._stream_ids) % (markers.MAX_STREAM + 1)
         return MarkedScript(stream=stream, plan=self.plan)
 
-    def _session(self, session: EmulatedRealtimeSession) -> SessionProbe:
+    def _session(self, session: Any) -> SessionProbe:
+        """`session`: one emulated model connection (any provider's), with its `script`."""
         probe = self.sessions.get(session)
         if probe is None:
             probe = SessionProbe()
@@ -117,7 +120,7 @@ class Recorder:
 
     # -- model emulator hooks ----------------------------------------------------------------
 
-    def on_input_audio(self, session: EmulatedRealtimeSession, data: bytes, at: float) -> None:
+    def on_input_audio(self, session: Any, data: bytes, at: float) -> None:
         for marker in markers.find(data):
             call = self._by_stream.get(marker.stream)
             if call is None:
@@ -132,10 +135,11 @@ class Recorder:
                 sent = call.sent_at[marker.seq]
                 call.in_latency.append((sent, _ms(at - sent)))
 
-    def on_server_event(
-        self, session: EmulatedRealtimeSession, event: dict[str, Any], at: float
-    ) -> None:
+    def on_server_event(self, session: Any, event: dict[str, Any], at: float) -> None:
         kind = event.get("type")
+        if kind in (EL_AUDIO, EL_INTERRUPTION, EL_TOOL_CALL):
+            self._elevenlabs_event(session, kind, event, at)
+            return
         if kind == AUDIO_DELTA:
             probe = self._session(session)
             response_id = str(event.get("response_id", ""))
@@ -150,15 +154,36 @@ class Recorder:
             if response.get("status") == "cancelled":
                 self._session(session).cancelled[str(response.get("id"))] = at
 
-    def on_client_event(
-        self, session: EmulatedRealtimeSession, event: dict[str, Any], at: float
-    ) -> None:
+    def _elevenlabs_event(self, session: Any, kind: str, event: dict[str, Any], at: float) -> None:
+        probe = self._session(session)
+        if kind == EL_AUDIO:
+            audio = event["audio_event"]
+            response_id = str(audio["event_id"])
+            for marker in markers.find(base64.b64decode(audio["audio_base_64"])):
+                probe.emitted[marker.seq] = (at, response_id)
+        elif kind == EL_INTERRUPTION:
+            # Barge-in: the service cut every older response; their later chunks are stale.
+            floor = int(event["interruption_event"]["event_id"])
+            probe.speech_started.append(at)
+            for _, response_id in probe.emitted.values():
+                if int(response_id) < floor:
+                    probe.cancelled.setdefault(response_id, at)
+        else:
+            self._pending_tools[str(event["client_tool_call"]["tool_call_id"])] = (at, probe)
+
+    def on_client_event(self, session: Any, event: dict[str, Any], at: float) -> None:
+        if event.get("type") == "client_tool_result":
+            self._tool_answered(str(event.get("tool_call_id")), at)
+            return
         if event.get("type") != "conversation.item.create":
             return
         item = event.get("item") or {}
         if item.get("type") != "function_call_output":
             return
-        pending = self._pending_tools.pop(str(item.get("call_id")), None)
+        self._tool_answered(str(item.get("call_id")), at)
+
+    def _tool_answered(self, call_id: str, at: float) -> None:
+        pending = self._pending_tools.pop(call_id, None)
         if pending is not None:
             started, probe = pending
             probe.tools.append((started, _ms(at - started)))

@@ -74,7 +74,7 @@ def add_commands(sub: Any) -> None:
     )
     parser.add_argument(
         "--provider",
-        choices=("openai", "gemini", "nova_sonic"),
+        choices=("openai", "gemini", "elevenlabs", "nova_sonic"),
         default="openai",
         help="the realtime provider whose emulator the call talks to (default openai)",
     )

@@ -14,8 +14,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from caller_engine.calls.models import AgentOverrides
 from caller_engine.calls.result import CallResult
 from caller_engine.config import Settings, load_settings
+from caller_engine.realtime.elevenlabs.agent_tools import AgentToolsClient, client_tools
+from caller_engine.sim.elevenlabs import ElevenLabsEmulator
 from caller_engine.sim.gemini import GeminiLiveEmulator
 from caller_engine.sim.google import GoogleEmulator, new_service_account_key
 from caller_engine.sim.google.calendar import EmulatedCalendar
@@ -24,7 +27,7 @@ from caller_engine.sim.openai_chat import ChatCompletionsEmulator
 from caller_engine.sim.openai_realtime import RealtimeEmulator
 from caller_engine.sim.orchestrator import OrchestratorEmulator
 from caller_engine.sim.phone import ActiveEmulatedCall, PhoneNetwork
-from caller_engine.sim.scenarios import CALLEE_NUMBER, TIMEZONE, Scenario
+from caller_engine.sim.scenarios import BUSINESS, CALLEE_NUMBER, TIMEZONE, Scenario
 from caller_engine.sim.server import LoopbackServer
 from caller_engine.sim.twilio_rest import EmulatedCall, TwilioRestEmulator
 from caller_engine.tools.google_client import GMAIL_SCOPES
@@ -76,6 +79,7 @@ class World:
     api_key: str = ""
     gemini: GeminiLiveEmulator | None = None
     nova_sonic: NovaSonicEmulator | None = None
+    elevenlabs: ElevenLabsEmulator | None = None
 
     @property
     def model_violations(self) -> list[str]:
@@ -85,6 +89,8 @@ class World:
             return self.nova_sonic.violations + errors
         if self.gemini is not None:
             return self.gemini.violations
+        if self.elevenlabs is not None:
+            return self.model.violations + self.elevenlabs.violations
         return self.model.violations
 
     async def drop_model(self) -> None:
@@ -93,11 +99,20 @@ class World:
             self.nova_sonic.drop(self.nova_sonic.sessions[-1])
         elif self.gemini is not None:
             await self.gemini.sessions[-1].drop()
+        elif self.elevenlabs is not None:
+            await self.elevenlabs.conversations[-1].drop(1011)
         else:
             await self.model.sessions[-1].drop()
 
     def call(self, call_sid: str) -> ActiveEmulatedCall | None:
         return self.phone.calls.get(call_sid)
+
+    def _provider_agent(self) -> dict[str, Any]:
+        """An ElevenLabs call carries its greeting (the agent allows that override), which also
+        lets a conversation resumed after a reconnect or a declined transfer skip it."""
+        if self.elevenlabs is None:
+            return {}
+        return {"greeting": f"Hi, this is Dana from {BUSINESS}."}
 
     async def initiate(self, callback_id: str) -> tuple[int, dict[str, Any]]:
         """POST /call/initiate to the scenario's callee: (HTTP status, body)."""
@@ -106,7 +121,11 @@ class World:
             json={
                 "callbackId": callback_id,
                 "to": CALLEE_NUMBER,
-                "agent": {"metadata": {"scenario": self.scenario.name}, **self.scenario.agent},
+                "agent": {
+                    "metadata": {"scenario": self.scenario.name},
+                    **self._provider_agent(),
+                    **self.scenario.agent,
+                },
             },
             headers={"X-API-Key": self.api_key},
         )
@@ -188,6 +207,18 @@ async def start_world(
             "aws_secret_access_key": TEST_CREDENTIALS.secret_access_key,
             "bedrock_runtime_url": nova_sonic.url,
         }
+    elevenlabs: ElevenLabsEmulator | None = None
+    if provider == "elevenlabs":
+        elevenlabs = _elevenlabs_emulator(scenario, speed)
+        el_srv = LoopbackServer(elevenlabs.app())
+        await el_srv.start()
+        servers.append(el_srv)
+        provider_settings = {
+            "realtime_provider": "elevenlabs",
+            "elevenlabs_agent_id": ELEVENLABS_AGENT,
+            "elevenlabs_api_key": ELEVENLABS_KEY,
+            "elevenlabs_api_url": el_srv.url,
+        }
     tmpdir = tempfile.mkdtemp(prefix="caller-engine-sim-")
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
@@ -233,6 +264,12 @@ async def start_world(
     results = _Results()
     app[SERVICES].calls.add_sink(results)
     http = aiohttp.ClientSession()
+    if elevenlabs is not None:
+        # Our tools go onto the agent the way a user puts them there (elevenlabs tools --apply).
+        tools = client_tools(app[SERVICES].bridge.tools_for(AgentOverrides()))
+        await AgentToolsClient(http, settings.elevenlabs_api_url, ELEVENLABS_KEY).apply(
+            ELEVENLABS_AGENT, tools
+        )
     world_ref: list[World] = []
 
     def callee_for(call: EmulatedCall) -> Any:
@@ -269,6 +306,23 @@ async def start_world(
         api_key=api_key,
         gemini=gemini,
         nova_sonic=nova_sonic,
+        elevenlabs=elevenlabs,
     )
     world_ref.append(world)
     return world
+
+
+ELEVENLABS_AGENT = "agent_simulated"
+ELEVENLABS_KEY = "xi-simulated-key"
+
+
+def _elevenlabs_emulator(scenario: Scenario, speed: float) -> ElevenLabsEmulator:
+    """A private agent set up for telephony: μ-law both ways, the call's overrides allowed,
+    corrections and tool responses among its client events, its end_call system tool on."""
+    emulator = ElevenLabsEmulator(api_key=ELEVENLABS_KEY, script_factory=scenario.script)
+    emulator.speak_script_first_line = True
+    emulator.audible_speed = speed  # the phone plays the agent at this speed
+    agent = emulator.add_agent(ELEVENLABS_AGENT, enable_auth=True)
+    agent.allow_overrides("agent.first_message", "agent.prompt.prompt", "tts.voice_id")
+    agent.client_events += ["agent_response_correction", "agent_tool_response"]
+    return emulator

@@ -75,6 +75,14 @@ class TranscriptCollector:
             slot.interrupted = True
             slot.heard_fraction = heard_ms / sent_ms if sent_ms > 0 else None
 
+    def corrected(self, item_id: str, text: str) -> None:
+        """The provider's own account of what was heard of an interrupted agent item."""
+        slot = self._by_item.get(item_id)
+        if slot is not None:
+            slot.text = text.strip()
+            slot.interrupted = True
+            slot.heard_fraction = None
+
     def dtmf(self, digit: str, at: float) -> None:
         self._slots.append(_Slot("dtmf", at, text=digit))
 

@@ -101,8 +101,14 @@ def create_app(
             call_service.add_sink(WakeOnResult(worker))
             app[records.DELIVERY_WORKER] = worker
             worker.start()
-        openai_client = AsyncOpenAI(
-            api_key=settings.openai_api_key, base_url=settings.openai_base_url, max_retries=2
+        # The post-call summary uses Chat Completions; a deployment without an OpenAI key (e.g.
+        # ElevenLabs only) delivers transcripts without a summary.
+        openai_client = (
+            AsyncOpenAI(
+                api_key=settings.openai_api_key, base_url=settings.openai_base_url, max_retries=2
+            )
+            if settings.openai_api_key
+            else None
         )
         google = (
             GoogleApis.from_settings(settings)
@@ -117,7 +123,9 @@ def create_app(
             gateway=gateway,
             tools=ToolRegistry(build_tools(settings, gateway, google)),
             connectors=build_connectors(settings),
-            summarizer=Summarizer(openai_client, settings.summary_model),
+            summarizer=Summarizer(openai_client, settings.summary_model)
+            if openai_client is not None
+            else None,
             active=active,
             metrics=app_metrics,
         )
@@ -135,7 +143,8 @@ def create_app(
         await bridge.close()
         if worker is not None:
             await worker.stop(flush=True)
-        await openai_client.close()
+        if openai_client is not None:
+            await openai_client.close()
         if google is not None:
             google.close()
         await gateway.close()

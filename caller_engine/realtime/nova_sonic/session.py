@@ -12,7 +12,7 @@ prompt, the conversation so far as text and the last seconds of caller audio; ca
 then moves to it in one step and the old stream is ended cleanly. An unexpected end of the
 stream becomes `Closed`, and the bridge reconnects or fails over. The service answers the
 request before it reads the setup, so a refused setup (a validationException before any
-output) or a credential error arrives in the stream: `Closed(refused=True)`.
+output) or a credential error arrives in the stream: `Closed(code="model_refused")`.
 """
 
 from __future__ import annotations
@@ -279,7 +279,8 @@ class NovaSonicSession:
     def _emit_closed(self, reason: str, *, refused: bool = False) -> None:
         if not self._closed:
             self._closed = True
-            self._events.put_nowait(Closed(reason, fatal=refused, refused=refused))
+            code = "model_refused" if refused else None
+            self._events.put_nowait(Closed(reason, fatal=refused, code=code))
 
     # -- output ----------------------------------------------------------------------------
 
