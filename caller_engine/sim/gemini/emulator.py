@@ -26,6 +26,7 @@ import numpy as np
 import orjson
 from aiohttp import WSMsgType, web
 
+from caller_engine.sim.gemini.generate import GenerateContentEmulator
 from caller_engine.sim.gemini.script import RATE, GeminiResponse, GeminiScript
 from caller_engine.sim.gemini.validation import Refusal, check_message
 from caller_engine.sim.realtime.script import RealtimeScript
@@ -398,6 +399,8 @@ class GeminiLiveEmulator:
         vad_threshold: float = DEFAULT_VAD_THRESHOLD,
     ) -> None:
         self.api_key = api_key
+        # The same host answers generateContent (summaries), as the service does.
+        self.generate = GenerateContentEmulator(api_key)
         self.script_factory = script_factory
         self.chunk_ms = chunk_ms
         self.delta_interval = delta_interval
@@ -423,6 +426,7 @@ class GeminiLiveEmulator:
 
     def app(self) -> web.Application:
         app = web.Application()
+        self.generate.add_routes(app)
         app.router.add_get("/{path:.*}", self._handle)
         app.on_shutdown.append(self._close_all)
         return app
