@@ -241,6 +241,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"required when REALTIME_FALLBACK lists {provider}")
         return value
 
+    @field_validator("gemini_input_rate", mode="before")
+    @classmethod
+    def _input_rate(cls, value: Any) -> Any:
+        """From the environment the rate is a string; the choice is between numbers."""
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
     @field_validator("summary_provider", mode="before")
     @classmethod
     def _summary_provider_set(cls, value: Any) -> Any:

@@ -39,6 +39,17 @@ async def generate_server() -> AsyncIterator[tuple[GenerateContentEmulator, str]
         await server.stop()
 
 
+def test_gemini_settings_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEMINI_INPUT_RATE", "8000")
+    monkeypatch.setenv("SUMMARY_PROVIDER", "gemini")
+    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+    s = make_settings()
+    assert (s.gemini_input_rate, s.summary_backend) == (8000, "gemini")
+    monkeypatch.setenv("GEMINI_INPUT_RATE", "44100")
+    with pytest.raises(ConfigError, match="GEMINI_INPUT_RATE"):
+        make_settings()
+
+
 def test_the_summary_model_follows_the_keys_and_summary_provider() -> None:
     gemini_only = make_settings(openai_api_key=None, realtime_provider="gemini", gemini_api_key=KEY)
     assert gemini_only.summary_backend == "gemini"
