@@ -204,6 +204,8 @@ class GeminiConnection:
 
     async def _new_handle(self) -> None:
         assert self.conversation is not None
+        if not self.emulator.issue_handles:
+            return
         handle = uuid.uuid4().hex[:36].ljust(36, "0")
         self.conversation.handle = handle
         self.emulator.conversations[handle] = self.conversation
@@ -410,6 +412,7 @@ class GeminiLiveEmulator:
         self.conversations: dict[str, Conversation] = {}
         self.tool_outputs: list[tuple[str, dict[str, Any]]] = []
         self.connection_attempts = 0
+        self.issue_handles = True  # False: no sessionResumptionUpdate (nothing resumable yet)
         self.reject_connections = 0
         self.quota_exhausted = 0
         self._added = asyncio.Event()
