@@ -437,6 +437,7 @@ async def gemini_env(
         "realtime_provider": "gemini",
         "gemini_api_key": "gemini-test-key",
         "gemini_live_url": server.ws_url + GEMINI_PATH,
+        "gemini_api_base_url": server.url,
         **settings,
     }
     try:

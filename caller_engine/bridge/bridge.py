@@ -28,7 +28,7 @@ from caller_engine.tools.opt_out import OPT_OUT
 from caller_engine.tools.registry import Tool, ToolRegistry
 from caller_engine.tools.transfer import NAME as TRANSFER_CALL
 from caller_engine.tools.transfer import transfer_tool
-from caller_engine.transcript.summary import Summarizer
+from caller_engine.transcript.summary import SummaryModel
 
 POST_CALL_TIMEOUT = 60.0
 
@@ -43,7 +43,7 @@ class Bridge:
         gateway: TwilioGateway,
         tools: ToolRegistry,
         connectors: Mapping[str, RealtimeConnector],
-        summarizer: Summarizer | None,
+        summarizer: SummaryModel | None,
         active: ActiveCalls,
         metrics: Metrics,
     ) -> None:

@@ -26,7 +26,7 @@ from caller_engine.tools.end_call import END_CALL
 from caller_engine.tools.google_client import GoogleApis
 from caller_engine.tools.opt_out import OPT_OUT
 from caller_engine.tools.registry import Tool, ToolRegistry
-from caller_engine.transcript.summary import Summarizer
+from caller_engine.transcript.summary import GeminiSummarizer, Summarizer, SummaryModel
 from caller_engine.web import (
     calls,
     dnc,
@@ -101,9 +101,14 @@ def create_app(
             call_service.add_sink(WakeOnResult(worker))
             app[records.DELIVERY_WORKER] = worker
             worker.start()
-        openai_client = AsyncOpenAI(
-            api_key=settings.openai_api_key, base_url=settings.openai_base_url, max_retries=2
+        openai_client = (
+            AsyncOpenAI(
+                api_key=settings.openai_api_key, base_url=settings.openai_base_url, max_retries=2
+            )
+            if settings.openai_api_key
+            else None
         )
+        summarizer = _summarizer(settings, openai_client)
         google = (
             GoogleApis.from_settings(settings)
             if settings.enable_calendar_tools or settings.enable_email_tools
@@ -117,7 +122,7 @@ def create_app(
             gateway=gateway,
             tools=ToolRegistry(build_tools(settings, gateway, google)),
             connectors=build_connectors(settings),
-            summarizer=Summarizer(openai_client, settings.summary_model),
+            summarizer=summarizer,
             active=active,
             metrics=app_metrics,
         )
@@ -135,7 +140,10 @@ def create_app(
         await bridge.close()
         if worker is not None:
             await worker.stop(flush=True)
-        await openai_client.close()
+        if summarizer is not None:
+            await summarizer.close()
+        if openai_client is not None:
+            await openai_client.close()
         if google is not None:
             google.close()
         await gateway.close()
@@ -143,6 +151,20 @@ def create_app(
 
     app.cleanup_ctx.append(services_ctx)
     return app
+
+
+def _summarizer(settings: Settings, openai_client: AsyncOpenAI | None) -> SummaryModel | None:
+    """The post-call summary model SUMMARY_PROVIDER (or the keys present) selects."""
+    backend = settings.summary_backend
+    if backend == "gemini" and settings.gemini_api_key:
+        return GeminiSummarizer(
+            api_key=settings.gemini_api_key,
+            model=settings.gemini_summary_model,
+            base_url=settings.gemini_api_base_url,
+        )
+    if backend == "openai" and openai_client is not None:
+        return Summarizer(openai_client, settings.summary_model)
+    return None
 
 
 def _delivery_worker(
