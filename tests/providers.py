@@ -83,6 +83,9 @@ class ModelView(Protocol):
 class Harness(Protocol):
     name: str
     passthrough: bool
+    # How many times real time a test may play twenty calls' lines at once: the emulator
+    # and the bridge share one process.
+    line_speed: float
 
     @property
     def sessions(self) -> list[ModelView]: ...
@@ -174,6 +177,7 @@ class OpenAIView:
 class OpenAIHarness:
     name = "openai"
     passthrough = True
+    line_speed = 8.0
 
     def __init__(self, env: BridgeEnv) -> None:
         self.emulator: RealtimeEmulator = env.model
@@ -260,6 +264,7 @@ class GeminiView:
 class GeminiHarness:
     name = "gemini"
     passthrough = False
+    line_speed = 8.0
 
     def __init__(self, emulator: GeminiLiveEmulator) -> None:
         self.emulator = emulator
@@ -333,6 +338,7 @@ class NovaView:
 class NovaHarness:
     name = "nova_sonic"
     passthrough = False
+    line_speed = 2.0  # every event signed and checked in Python on both sides
 
     def __init__(self, emulator: NovaSonicEmulator) -> None:
         self.emulator = emulator
