@@ -448,7 +448,7 @@ class CallSession:
         elif isinstance(event, SpeechStopped):
             self.metrics.speech_stopped(self.loop.time())
         elif isinstance(event, ResponseStarted):
-            self.turns.started(event.response_id)
+            self.turns.started(event.response_id, event.requested)
         elif isinstance(event, AgentItem):
             self.transcript.agent_item(event.item_id, self.now())
         elif isinstance(event, AgentTranscript):
@@ -462,10 +462,11 @@ class CallSession:
         elif isinstance(event, ResponseDone):
             await self._response_done(event)
         elif isinstance(event, ProviderError):
-            self.metrics.model_errors += 1
-            self.log.warning("model error {}: {}", event.code, event.message)
-            if event.code == "conversation_already_has_active_response":
-                self.turns.request_failed()
+            if event.refused_request:
+                await self._request_refused(event)
+            else:
+                self.metrics.model_errors += 1
+                self.log.warning("model error {}: {}", event.code, event.message)
 
     async def _response_done(self, event: ResponseDone) -> None:
         if self.turns.accepts(event.response_id) and (mark := self.playback.flush()) is not None:
@@ -479,6 +480,17 @@ class CallSession:
         await self._follow_up(event.response_id)
         if self.ending:
             self._maybe_hang_up()
+
+    async def _request_refused(self, event: ProviderError) -> None:
+        busy = event.code == "conversation_already_has_active_response"
+        if busy:
+            self.log.info("response request crossed one the model started; asking again after it")
+        else:
+            self.metrics.model_errors += 1
+            self.log.warning("model refused a response request ({}): {}", event.code, event.message)
+        send, instructions = self.turns.refused(busy)
+        if send and self.model is not None:
+            await self.model.create_response(instructions)
 
     async def _request_response(self, instructions: str | None = None) -> None:
         if self.turns.request(instructions) and self.model is not None:
