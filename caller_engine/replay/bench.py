@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from caller_engine.replay.costs import measure_call_costs
 from caller_engine.replay.driver import Driver, Level, LevelResult, Target
 from caller_engine.replay.emulators import EmulatorOptions, Emulators
 from caller_engine.replay.progress import Progress
@@ -49,6 +50,8 @@ class BenchOptions:
     plot: Path | None = None
     pin: bool = True
     tool: bool = True  # False: no tool call in the cycle (the bridge's own cost alone)
+    profile: Path | None = None  # a directory: py-spy profiles of the server, one per level
+    cost_calls: int = 20  # calls measured one at a time for setup / teardown CPU (0: none)
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,27 @@ class ServerProcess:
             await proc.wait()
 
 
+def profiler_command(pid: int, directory: Path, level: int | str) -> list[str]:
+    """py-spy sampling the server (not a dependency: `pip install py-spy`), collapsed stacks
+    to `directory/server-<level>.txt` (flamegraph.pl or speedscope read them)."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(exe).exists():
+        raise RuntimeError("--profile needs py-spy (pip install py-spy)")
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / f"server-{level}.txt"
+    sampling = ["record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
+    return [exe, *sampling, "--format", "raw", "--output", str(out)]
+
+
+async def start_profiler(pid: int, directory: Path, level: int | str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *profiler_command(pid, directory, level),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
 async def run_bench(options: BenchOptions, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     placement = plan_placement(options.pin)
@@ -167,21 +191,47 @@ async def run_bench(options: BenchOptions, out: TextIO | None = None) -> int:
         flush=True,
     )
     results: list[LevelResult] = []
+    costs: dict[str, Any] = {}
     log = workdir / "server.log"
     try:
         async with Driver(
             target, emulators, audio, scenario=scenario, progress=Progress()
         ) as driver:
+            if options.cost_calls > 0:
+                env = server_environment(emulators, port, workdir, 0)
+                server = ServerProcess(env, workdir, placement.server_cpu, log)
+                await server.start()
+                profiler: asyncio.subprocess.Process | None = None
+                try:
+                    await driver.wait_for_server(30)
+                    driver.server_pid = server.pid
+                    if options.profile is not None:
+                        profiler = await start_profiler(server.pid, options.profile, "costs")
+                    for with_record in (True, False):
+                        key = "withRecord" if with_record else "withoutRecord"
+                        costs[key] = await measure_call_costs(
+                            driver, options.cost_calls, with_record=with_record
+                        )
+                finally:
+                    await server.stop()
+                    if profiler is not None:
+                        await profiler.wait()
+                print("\n" + format_costs(costs), file=out, flush=True)
             for level in options.levels:
                 env = server_environment(emulators, port, workdir, level)
                 server = ServerProcess(env, workdir, placement.server_cpu, log)
                 await server.start()
+                profiler = None
                 try:
                     await driver.wait_for_server(30)
                     driver.server_pid = server.pid
+                    if options.profile is not None:
+                        profiler = await start_profiler(server.pid, options.profile, level)
                     results.append(await driver.run_level(Level(level, level, options.ramp)))
                 finally:
                     await server.stop()
+                    if profiler is not None:
+                        await profiler.wait()  # py-spy writes its file when the server exits
     except Exception:
         print(f"bench failed; server log: {log}", file=sys.stderr)
         raise
@@ -204,6 +254,8 @@ async def run_bench(options: BenchOptions, out: TextIO | None = None) -> int:
     }
     notes = caveats(levels)
     report = build_report(levels, config, targets=targets, caveats=notes)
+    if costs:
+        report["callCosts"] = costs
     print("\n" + format_tables(levels), file=out)
     print("\nTargets (informative; a benchmark never fails on timing):", file=out)
     print(format_targets(targets), file=out)
@@ -212,3 +264,18 @@ async def run_bench(options: BenchOptions, out: TextIO | None = None) -> int:
     code = finish_outputs(report, results, options.out, options.plot, out)
     shutil.rmtree(workdir, ignore_errors=True)
     return code
+
+
+def format_costs(costs: dict[str, Any]) -> str:
+    """Per-call CPU of the server by phase, calls made one at a time."""
+    lines = [
+        "Server CPU per call, one call at a time (ms; median / mean / max, first call):",
+    ]
+    for key, label in (("withRecord", "initiated"), ("withoutRecord", "no record")):
+        for phase, figures in (costs.get(key) or {}).items():
+            lines.append(
+                f"  {label:<10} {phase:<9} {figures['medianMs']:6.2f} / {figures['meanMs']:6.2f}"
+                f" / {figures['maxMs']:6.2f}, first {figures['firstMs']:.2f}"
+                f"  ({figures['calls']} calls)"
+            )
+    return "\n".join(lines)

@@ -101,6 +101,8 @@ def _bench(args: argparse.Namespace) -> int:
         plot=args.plot,
         pin=not args.no_pin,
         tool=not args.no_tool,
+        profile=args.profile,
+        cost_calls=args.cost_calls,
     )
     try:
         return asyncio.run(run_bench(options))
@@ -198,5 +200,18 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     bench.add_argument("--no-pin", action="store_true", help="do not pin the server to a CPU")
     bench.add_argument(
         "--no-tool", action="store_true", help="calls without the send_sms tool call"
+    )
+    bench.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record the server with py-spy (installed separately): DIR/server-<level>.txt",
+    )
+    bench.add_argument(
+        "--cost-calls",
+        type=int,
+        default=20,
+        metavar="N",
+        help="calls made one at a time to measure setup / teardown CPU (default 20; 0: skip)",
     )
     bench.set_defaults(func=_bench)

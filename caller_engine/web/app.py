@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from loguru import logger
-from openai import AsyncOpenAI
 
 from caller_engine.bridge.bridge import Bridge, LogResultSink, MetricsSink
 from caller_engine.bridge.registry import ActiveCalls
@@ -22,12 +22,14 @@ from caller_engine.results.worker import DeliveryConfig, DeliveryWorker, WakeOnR
 from caller_engine.telephony.rest import TwilioGateway
 from caller_engine.tools import catalog
 from caller_engine.tools.end_call import END_CALL
-from caller_engine.tools.google_client import GoogleApis
 from caller_engine.tools.registry import Tool, ToolRegistry
 from caller_engine.transcript.summary import Summarizer
 from caller_engine.web import calls, health, media, metrics, records, twiml, webhooks
 from caller_engine.web.errors import error_middleware
 from caller_engine.web.state import SERVICES, Services
+
+if TYPE_CHECKING:
+    from caller_engine.tools.google_client import GoogleApis
 
 MAX_BODY_BYTES = 256 * 1024
 NO_RESULT = {"code": "no_result", "message": "the call ended but its post-call result never came"}
@@ -73,14 +75,14 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
             call_service.add_sink(WakeOnResult(worker))
             app[records.DELIVERY_WORKER] = worker
             worker.start()
-        openai_client = AsyncOpenAI(
-            api_key=settings.openai_api_key, base_url=settings.openai_base_url, max_retries=2
+        summarizer = Summarizer(
+            settings.openai_api_key, settings.summary_model, base_url=settings.openai_base_url
         )
-        google = (
-            GoogleApis.from_settings(settings)
-            if settings.enable_calendar_tools or settings.enable_email_tools
-            else None
-        )
+        google: GoogleApis | None = None
+        if settings.enable_calendar_tools or settings.enable_email_tools:
+            from caller_engine.tools.google_client import GoogleApis  # ~30 MB: only when used
+
+            google = GoogleApis.from_settings(settings)
         active = ActiveCalls()
         bridge = Bridge(
             settings,
@@ -94,7 +96,7 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
                 settings.openai_api_key or "",
                 auth_header=settings.openai_realtime_auth_header,
             ),
-            summarizer=Summarizer(openai_client, settings.summary_model),
+            summarizer=summarizer,
             active=active,
             metrics=app_metrics,
         )
@@ -112,7 +114,7 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
         await bridge.close()
         if worker is not None:
             await worker.stop(flush=True)
-        await openai_client.close()
+        await summarizer.close()
         if google is not None:
             google.close()
         await gateway.close()
