@@ -533,3 +533,43 @@ async def test_a_request_crossing_a_response_the_model_started_is_asked_again() 
         result = await env.result("cb-cross")
         agent_lines = [e.text for e in result.transcript if e.role == "agent"]
         assert agent_lines[-2:] == ["Yes, go on.", "Sent."]
+
+
+async def test_caller_audio_sent_while_the_model_session_opens_arrives_whole_and_in_order() -> None:
+    """Setup never holds caller audio in the socket: frames that come while the model session
+    is still opening wait in the bridge and reach the model first, in order, none dropped."""
+    speech = bytes(range(256)) * 5  # 8 frames, none of them silent
+    async with bridge_env(script(ScriptedResponse(text="Hi.", audio=GREETING))) as env:
+        env.model.reject_connections = 3  # pre-warm, then two retries refused: about 1 s
+        client = await env.call("cb-early", speed=4.0)
+        await client.send_audio(speech, paced=False)
+        await client.send_dtmf("5")
+        assert not env.model.sessions  # all of it was sent before the session opened
+        session = await env.model.wait_for_session(0, within=10)
+        await wait_for(lambda: len(session.input_audio) >= len(speech), 5)
+        frames = [
+            bytes(session.input_audio[at : at + 160])
+            for at in range(0, len(session.input_audio), 160)
+        ]
+        said = b"".join(f for f in frames if f != bytes([mulaw.SILENCE_BYTE]) * 160)
+        assert said == speech
+        await wait_for(
+            lambda: any("pressed the 5 key" in str(e.get("item")) for e in session.received), 5
+        )
+        await client.stop()
+        result = await env.result("cb-early")
+        assert result.metrics["droppedInboundFrames"] == 0
+        assert result.metrics["framesIn"] >= 8
+
+
+async def test_a_caller_who_hangs_up_while_the_session_opens_gets_no_greeting() -> None:
+    """The stream is read from its start, so a hang-up during setup is seen at once: the
+    model session is not opened (and no greeting requested) for a caller who has gone."""
+    async with bridge_env(script(ScriptedResponse(text="Hi.", audio=GREETING))) as env:
+        env.model.reject_connections = 3  # the session would open after about 1 s
+        client = await env.call("cb-gone", speed=4.0)
+        await client.send_audio(SPEECH[:1600], paced=False)
+        await client.stop()
+        result = await env.result("cb-gone", within=10)
+        assert env.model.sessions == []
+        assert result.error is None  # the caller hung up: not a model failure

@@ -66,6 +66,7 @@ RECONNECT_DELAYS = (0.0, 0.25, 0.75, 1.5)
 CONNECT_TIMEOUT = 3.0
 STOP_GRACE = 3.0
 END_CALL_FALLBACK = 20.0
+MAX_EARLY_FRAMES = 500  # 10 s of caller audio kept while the model session opens
 MACHINE = frozenset(
     {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
 )
@@ -107,6 +108,8 @@ class CallSession:
         self.capture = MediaCapture()
         self._warm: Warm | None = None
         self._started_task: asyncio.Task[None] | None = None
+        self._early: list[str] | None = []  # caller audio before the model session is open
+        self._early_digits: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -120,17 +123,41 @@ class CallSession:
             return
         if not await self._begin(start):
             return
+        # The caller's frames are read from the start: while the model session is being
+        # opened they wait in `_early` (and go out in order before any later frame), so
+        # nothing the caller says is held in the socket and setup work never blocks them.
+        caller = asyncio.create_task(self._caller_to_model(), name="caller->model")
         try:
-            self.model = await self._open_model()
-            if self.model is None:
-                await self._hangup("model unavailable")
-                await self._wait_stop()
+            model = await self._open_model()
+            if self._stopped.is_set():  # the caller hung up while the session opened
+                self.model = model  # closed by _finish
                 return
+            if model is None:
+                await self._hangup("model unavailable")
+                await asyncio.wait({caller}, timeout=STOP_GRACE)
+                return
+            self._go_live(model)
             await self._greet()
+            for digit in self._early_digits:
+                await self._forward_dtmf(digit)
             self._started_task = asyncio.create_task(self._record_start())
-            await self._pump()
+            await self._pump(caller)
         finally:
+            caller.cancel()
+            await asyncio.gather(caller, return_exceptions=True)
             await self._finish()
+
+    def _go_live(self, model: RealtimeSession) -> None:
+        """The model session is open: send it the frames that waited, then go direct.
+        No await in between, so no frame can overtake the early ones."""
+        early, self._early = self._early, None
+        metrics = self.metrics
+        for payload in early or ():
+            if model.send_audio(payload):
+                metrics.frames_in += 1
+            else:
+                metrics.dropped_in += 1
+        self.model = model
 
     async def _wait_start(self) -> Start | None:
         try:
@@ -253,8 +280,7 @@ class CallSession:
             return
         await self._request_response(greeting_instructions(self.config, self.agent.greeting))
 
-    async def _pump(self) -> None:
-        caller = asyncio.create_task(self._caller_to_model(), name="caller->model")
+    async def _pump(self, caller: asyncio.Task[None]) -> None:
         model = asyncio.create_task(self._model_to_caller(), name="model->caller")
         limit = self.settings.call_time_limit + 2.0
         try:
@@ -279,6 +305,9 @@ class CallSession:
 
     async def _finish(self) -> None:
         self._stopped.set()
+        if self._early:  # the model session never opened
+            self.metrics.dropped_in += len(self._early)
+        self._early = None
         self.stopped_at = self.loop.time()
         self.capture.close()
         if self.model is not None:
@@ -310,15 +339,6 @@ class CallSession:
         if not self.ws.closed:
             await self.ws.close()
 
-    async def _wait_stop(self) -> None:
-        try:
-            async with asyncio.timeout(STOP_GRACE):
-                async for msg in self.ws:
-                    if msg.type == WSMsgType.TEXT and '"stop"' in msg.data:
-                        return
-        except TimeoutError:
-            return
-
     # -- caller → model (hot path) --------------------------------------------------
 
     async def _caller_to_model(self) -> None:
@@ -346,6 +366,8 @@ class CallSession:
                 model = self.model
                 if model is not None and model.send_audio(event.payload):
                     metrics.frames_in += 1
+                elif (early := self._early) is not None and len(early) < MAX_EARLY_FRAMES:
+                    early.append(event.payload)
                 else:
                     metrics.dropped_in += 1
             elif type(event) is Mark:
@@ -361,6 +383,12 @@ class CallSession:
     async def _dtmf(self, digit: str) -> None:
         self.transcript.dtmf(digit, self.now())
         self.log.info("caller pressed {}", digit)
+        if self._early is not None:
+            self._early_digits.append(digit)  # forwarded once the session is open
+        else:
+            await self._forward_dtmf(digit)
+
+    async def _forward_dtmf(self, digit: str) -> None:
         if self.model is not None:
             try:
                 await self.model.send_user_text(f"[The caller pressed the {digit} key]")
