@@ -20,6 +20,7 @@ from caller_engine.bridge.metrics import CallMetrics
 from caller_engine.bridge.playback import BYTES_PER_MS, PlaybackTracker, b64_decoded_len
 from caller_engine.bridge.prewarm import Warm
 from caller_engine.bridge.turns import TurnState
+from caller_engine.calls import gate
 from caller_engine.calls.models import AgentOverrides, CallRecord
 from caller_engine.calls.result import ToolCallRecord
 from caller_engine.logging import call_logger
@@ -117,6 +118,7 @@ class CallSession:
         return self.loop.time() - self.started_at
 
     async def run(self) -> None:
+        gate.priority.set(gate.URGENT)  # the store work a greeting waits on goes first
         start = await self._wait_start()
         if start is None:
             await self.ws.close()
@@ -323,6 +325,7 @@ class CallSession:
         if self._started_task is not None:
             await asyncio.wait({self._started_task})
         self.bridge.active.discard(self)
+        gate.priority.set(gate.BACKGROUND)  # the call is over: its writes can wait
         counters = self.bridge.metrics
         counters.malformed_frames.inc(self.metrics.malformed + self.metrics.media_before_start)
         counters.dropped_frames.inc(self.metrics.dropped_in)

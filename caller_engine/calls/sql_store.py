@@ -9,7 +9,8 @@ check-then-insert. Saving a result and queueing its delivery happen in one trans
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from caller_engine.calls import mutations
+from caller_engine.calls.gate import STORE_CONCURRENCY, PriorityGate
 from caller_engine.calls.migrations import upgrade
 from caller_engine.calls.models import CallRecord, StatusEvent, utcnow
 from caller_engine.calls.result import CallResult
@@ -38,7 +40,19 @@ class SqlCallStore:
     def __init__(self, engine: AsyncEngine, *, clock: Clock = utcnow) -> None:
         self.engine = engine
         self.clock = clock
-        self.outbox = SqlOutbox(engine, clock=clock)
+        self.gate = PriorityGate(STORE_CONCURRENCY)
+        self.outbox = SqlOutbox(engine, clock=clock, gate=self.gate)
+
+    @asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction, once the gate lets this operation in (see calls.gate)."""
+        async with self.gate.slot(), self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        async with self.gate.slot(), self.engine.connect() as conn:
+            yield conn
 
     @classmethod
     async def open(
@@ -73,7 +87,7 @@ class SqlCallStore:
         return record_from_row(mapping, delivery)
 
     async def _one(self, where: ColumnElement[bool]) -> CallRecord | None:
-        async with self.engine.connect() as conn:
+        async with self._connect() as conn:
             row = (await conn.execute(self._select().where(where))).first()
         return self._record(row) if row is not None else None
 
@@ -108,7 +122,7 @@ class SqlCallStore:
                 )
             )
         query = query.order_by(calls.c.created_at.desc(), calls.c.callback_id.desc()).limit(limit)
-        async with self.engine.connect() as conn:
+        async with self._connect() as conn:
             rows = (await conn.execute(query)).all()
         return [self._record(r) for r in rows]
 
@@ -119,7 +133,7 @@ class SqlCallStore:
         attempt failed, in which case this attempt takes the record over atomically."""
         now = self.clock()
         values = record_values(record)
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
             stmt = (
                 insert(calls)
@@ -160,7 +174,7 @@ class SqlCallStore:
     async def _change(
         self, where: ColumnElement[bool], change: Callable[[CallRecord], bool]
     ) -> CallRecord | None:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             record = await self._locked(conn, where)
             if record is not None and change(record):
                 await self._write(conn, record)
@@ -244,7 +258,7 @@ class SqlCallStore:
         goes to the call's own resultWebhookUrl, else `default_url`, else nowhere.
         """
         now = self.clock()
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             record = await self._locked(conn, calls.c.callback_id == result.callbackId)
             if record is None:
                 logger.bind(callbackId=result.callbackId).warning("result for an unknown call")
