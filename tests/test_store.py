@@ -148,6 +148,24 @@ async def test_status_before_the_call_sid_is_stored_is_matched_by_callback_id(
     assert [e.status for e in stored.status_history] == ["initiated"]
 
 
+async def test_the_callback_id_of_the_url_names_the_call_and_attaches_its_sid(
+    store: SqlCallStore,
+) -> None:
+    await store.create(_record())
+    record = await store.set_answered_by("CA1", "human", callback_id="cb-1")
+    assert record is not None and record.call_sid == "CA1" and record.answered_by == "human"
+    await store.dialed("cb-1", "CA1", "queued")
+    assert await store.add_status("CA1", _event("ringing", 1), callback_id="cb-1") is not None
+    # A callback whose CallSid is not the call's goes by its CallSid alone.
+    await store.create(_record("cb-2"))
+    await store.dialed("cb-2", "CA2", "queued")
+    other = await store.add_status("CA1", _event("completed", 3), callback_id="cb-2")
+    assert other is not None and other.callback_id == "cb-1" and other.status == "completed"
+    assert await store.add_status("CA9", _event("completed", 3), callback_id="cb-2") is None
+    second = await store.get("cb-2")
+    assert second is not None and second.status_history == [] and second.call_sid == "CA2"
+
+
 def _result(callback_id: str = "cb-1", status: str = "completed", text: str = "") -> CallResult:
     return CallResult.model_validate(
         {"callbackId": callback_id, "callSid": "CA1", "status": status, "fullText": text}

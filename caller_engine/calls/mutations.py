@@ -20,6 +20,22 @@ def apply_dialed(record: CallRecord, call_sid: str, status: str) -> bool:
     return True
 
 
+def owns_sid(record: CallRecord, call_sid: str) -> bool:
+    """Whether a callback about `call_sid` can belong to this call: it carries that CallSid
+    or none yet (the callback beat our write of the create answer)."""
+    return record.call_sid is None or record.call_sid == call_sid
+
+
+def attach_sid(record: CallRecord, call_sid: str) -> bool:
+    """Give the call the CallSid of a callback that arrived before the create answer."""
+    if record.call_sid is not None:
+        return False
+    record.call_sid = call_sid
+    if record.status == "pending":
+        record.status = "queued"
+    return True
+
+
 def apply_dial_failed(record: CallRecord, error: dict[str, Any], now: datetime) -> bool:
     record.status = "dial-failed"
     record.error = error

@@ -158,7 +158,7 @@ class CallService:
         event = event_from_params(params)
         call_sid = params.get("CallSid", "")
         record = await self.store.add_status(call_sid, event, callback_id)
-        log = call_logger(record.callback_id if record else params.get("callbackId"), call_sid)
+        log = call_logger(record.callback_id if record else callback_id, call_sid)
         log.bind(**event.fields).info(
             "status {} seq={} -> current {}",
             event.status or "?",
@@ -174,11 +174,13 @@ class CallService:
             await self.finish_from_record(record)
         return record
 
-    async def on_amd(self, params: Mapping[str, str]) -> CallRecord | None:
+    async def on_amd(
+        self, params: Mapping[str, str], callback_id: str | None = None
+    ) -> CallRecord | None:
         call_sid = params.get("CallSid", "")
         answered_by = params.get("AnsweredBy", "unknown")
-        record = await self.store.set_answered_by(call_sid, answered_by)
-        log = call_logger(record.callback_id if record else params.get("callbackId"), call_sid)
+        record = await self.store.set_answered_by(call_sid, answered_by, callback_id)
+        log = call_logger(record.callback_id if record else callback_id, call_sid)
         log.info(
             "answered by {} (detection {} ms)",
             answered_by,

@@ -193,40 +193,44 @@ class SqlCallStore:
             lambda r: mutations.apply_dial_failed(r, error, now),
         )
 
+    async def _change_callback(
+        self, call_sid: str, callback_id: str | None, change: Callable[[CallRecord], bool]
+    ) -> CallRecord | None:
+        """Apply a Twilio callback to its call in one transaction. The callbackId of our own
+        callback URL is authoritative: the callback attaches its CallSid when we have not
+        stored one yet (Twilio can call back before the create request returns), so no
+        interleaving with `dialed()` can make it miss. Without a callbackId, or when that
+        call carries another CallSid, the CallSid alone decides."""
+        if not call_sid:
+            return None
+        async with self.engine.begin() as conn:
+            record = None
+            if callback_id:
+                record = await self._locked(conn, calls.c.callback_id == callback_id)
+                if record is not None and not mutations.owns_sid(record, call_sid):
+                    record = None
+            if record is None:
+                record = await self._locked(conn, calls.c.call_sid == call_sid)
+            if record is None:
+                return None
+            attached = mutations.attach_sid(record, call_sid)
+            if change(record) or attached:
+                await self._write(conn, record)
+        return record
+
     async def add_status(
         self, call_sid: str, event: StatusEvent, callback_id: str | None = None
     ) -> CallRecord | None:
-        """Merge a status callback. A callback that beats our own write of the CallSid
-        (Twilio can call back before the create request returns) is matched by the
-        callbackId of its URL, when given, and attaches the CallSid."""
-        if not call_sid:
-            return None
         now = self.clock()
+        return await self._change_callback(
+            call_sid, callback_id, lambda r: mutations.apply_status(r, event, now)
+        )
 
-        def change(record: CallRecord) -> bool:
-            attached = record.call_sid is None
-            if attached:
-                record.call_sid = call_sid
-                if record.status == "pending":
-                    record.status = "queued"
-            return mutations.apply_status(record, event, now) or attached
-
-        record = await self._change(calls.c.call_sid == call_sid, change)
-        if record is None and callback_id:
-            waiting = and_(
-                calls.c.callback_id == callback_id,
-                calls.c.call_sid.is_(None),
-                calls.c.status == "pending",
-            )
-            record = await self._change(waiting, change)
-        return record
-
-    async def set_answered_by(self, call_sid: str, answered_by: str) -> CallRecord | None:
-        if not call_sid:
-            return None
-        return await self._change(
-            calls.c.call_sid == call_sid,
-            lambda r: mutations.apply_answered_by(r, answered_by),
+    async def set_answered_by(
+        self, call_sid: str, answered_by: str, callback_id: str | None = None
+    ) -> CallRecord | None:
+        return await self._change_callback(
+            call_sid, callback_id, lambda r: mutations.apply_answered_by(r, answered_by)
         )
 
     async def stream_started(self, callback_id: str, stream_sid: str) -> None:

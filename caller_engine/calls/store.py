@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from caller_engine.calls import mutations
 from caller_engine.calls.models import CallRecord, StatusEvent, utcnow
 from caller_engine.calls.result import CallResult
-from caller_engine.calls.status import current_status, merge_status
 from caller_engine.results.rules import ResultSource, takes_result
 
 
@@ -35,9 +35,13 @@ class CallStore(Protocol):
         self, call_sid: str, event: StatusEvent, callback_id: str | None = None
     ) -> CallRecord | None:
         """Merge a status callback; the updated record, or None for an unknown call.
-        `callback_id` (from the callback URL) matches a call whose CallSid is not stored yet."""
+        `callback_id` (from our callback URL) is authoritative: the call it names takes the
+        callback, and its CallSid, unless that call already carries another CallSid."""
 
-    async def set_answered_by(self, call_sid: str, answered_by: str) -> CallRecord | None: ...
+    async def set_answered_by(
+        self, call_sid: str, answered_by: str, callback_id: str | None = None
+    ) -> CallRecord | None:
+        """Keep the answering-machine verdict; matched like `add_status`."""
 
     async def stream_started(self, callback_id: str, stream_sid: str) -> None: ...
 
@@ -102,33 +106,31 @@ class MemoryCallStore:
         record.error = error
         record.ended_at = utcnow()
 
+    def _callback_record(self, call_sid: str, callback_id: str | None) -> CallRecord | None:
+        """The call a Twilio callback is about (see SqlCallStore._change_callback)."""
+        if not call_sid:
+            return None
+        record = self._by_id.get(callback_id) if callback_id else None
+        if record is None or not mutations.owns_sid(record, call_sid):
+            record = self._by_id.get(self._sid_to_id.get(call_sid, ""))
+        if record is not None and mutations.attach_sid(record, call_sid):
+            self._sid_to_id[call_sid] = record.callback_id
+        return record
+
     async def add_status(
         self, call_sid: str, event: StatusEvent, callback_id: str | None = None
     ) -> CallRecord | None:
-        record = await self.find_by_sid(call_sid)
-        if record is None and callback_id and call_sid:
-            pending = self._by_id.get(callback_id)
-            if pending is not None and pending.call_sid is None and pending.status == "pending":
-                await self.dialed(callback_id, call_sid, "queued")
-                record = pending
-        if record is None or not merge_status(record.status_history, event):
-            return record
-        record.status = current_status(record.status_history) or record.status
-        now = utcnow()
-        if event.status == "in-progress" and record.answered_at is None:
-            record.answered_at = now
-        if record.is_final and record.ended_at is None:
-            record.ended_at = now
-        if event.fields.get("CallDuration", "").isdigit():
-            record.duration = int(event.fields["CallDuration"])
-        record.recording_url = event.fields.get("RecordingUrl", record.recording_url)
-        record.recording_sid = event.fields.get("RecordingSid", record.recording_sid)
+        record = self._callback_record(call_sid, callback_id)
+        if record is not None:
+            mutations.apply_status(record, event, utcnow())
         return record
 
-    async def set_answered_by(self, call_sid: str, answered_by: str) -> CallRecord | None:
-        record = await self.find_by_sid(call_sid)
+    async def set_answered_by(
+        self, call_sid: str, answered_by: str, callback_id: str | None = None
+    ) -> CallRecord | None:
+        record = self._callback_record(call_sid, callback_id)
         if record is not None:
-            record.answered_by = answered_by
+            mutations.apply_answered_by(record, answered_by)
         return record
 
     async def stream_started(self, callback_id: str, stream_sid: str) -> None:

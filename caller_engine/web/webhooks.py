@@ -12,7 +12,7 @@ async def call_status(request: web.Request) -> web.Response:
     params = await twilio_form(request)
     if (denied := twilio_request_error(request, params)) is not None:
         return denied
-    # The callbackId in our own callback URL matches a callback that beats our CallSid write.
+    # The callbackId of our own callback URL names the call, even before its CallSid is stored.
     await request.app[SERVICES].calls.on_status(params, request.query.get("callbackId"))
     return web.Response(status=200)
 
@@ -21,5 +21,5 @@ async def amd(request: web.Request) -> web.Response:
     params = await twilio_form(request)
     if (denied := twilio_request_error(request, params)) is not None:
         return denied
-    await request.app[SERVICES].calls.on_amd(params)
+    await request.app[SERVICES].calls.on_amd(params, request.query.get("callbackId"))
     return web.Response(status=200)
