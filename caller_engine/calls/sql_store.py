@@ -203,7 +203,7 @@ class SqlCallStore:
         call carries another CallSid, the CallSid alone decides."""
         if not call_sid:
             return None
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             record = None
             if callback_id:
                 record = await self._locked(conn, calls.c.callback_id == callback_id)
