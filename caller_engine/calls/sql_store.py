@@ -26,7 +26,7 @@ from caller_engine.calls.migrations import upgrade
 from caller_engine.calls.models import CallRecord, StatusEvent, utcnow
 from caller_engine.calls.result import CallResult
 from caller_engine.calls.schema import calls, deliveries
-from caller_engine.calls.sql_engine import create_engine, prepare
+from caller_engine.calls.sql_engine import create_engine, prepare, reader
 from caller_engine.calls.sql_rows import delivery_from_row, record_from_row, record_values
 from caller_engine.calls.store import DuplicateCall
 from caller_engine.results.payload import encode_result
@@ -41,6 +41,7 @@ class SqlCallStore:
         self.engine = engine
         self.clock = clock
         self.gate = PriorityGate(STORE_CONCURRENCY)
+        self._reader = reader(engine)
         self.outbox = SqlOutbox(engine, clock=clock, gate=self.gate)
 
     @asynccontextmanager
@@ -51,7 +52,8 @@ class SqlCallStore:
 
     @asynccontextmanager
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
-        async with self.gate.slot(), self.engine.connect() as conn:
+        """A connection for one SELECT."""
+        async with self.gate.slot(), self._reader.connect() as conn:
             yield conn
 
     @classmethod
