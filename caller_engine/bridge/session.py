@@ -228,9 +228,8 @@ class CallSession:
         """After the greeting is under way: write the stream start, and catch an answering-
         machine result that arrived between the TwiML fetch and this stream."""
         assert self.stream_sid is not None
-        await self.bridge.store.stream_started(self.callback_id, self.stream_sid)
+        record = await self.bridge.store.stream_started(self.callback_id, self.stream_sid)
         if self.answered_by is None:
-            record = await self.bridge.store.get(self.callback_id)
             answered_by = record.answered_by if record is not None else None
             if answered_by in MACHINE and self.answered_by is None:
                 await self.on_machine(answered_by)

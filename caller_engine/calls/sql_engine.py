@@ -17,8 +17,6 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-# Execution option of connections that only run one SELECT (see `reader`).
-READ_ONLY = "caller_engine_read_only"
 WAL_ATTEMPTS = 100
 
 
@@ -66,20 +64,9 @@ def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
         kwargs["pool_pre_ping"] = True
         return create_async_engine(target, **kwargs)
     kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-    # sqlite3 runs without implicit transactions here (isolation_level None, below), and
-    # every transaction we open ends in COMMIT or an explicit ROLLBACK: a connection comes
-    # back to the pool with nothing open, so the pool's own rollback (one more round trip to
-    # aiosqlite's thread per operation) is skipped.
-    kwargs["pool_reset_on_return"] = None
     engine = create_async_engine(target, **kwargs)
     _serialize_sqlite(engine)
     return engine
-
-
-def reader(engine: AsyncEngine) -> AsyncEngine:
-    """The engine for single-statement reads: on SQLite they run outside any transaction
-    (no BEGIN IMMEDIATE, which would queue them behind writers); PostgreSQL is unchanged."""
-    return engine.execution_options(**{READ_ONLY: True})
 
 
 async def prepare(engine: AsyncEngine) -> None:
@@ -115,6 +102,4 @@ def _serialize_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Connection) -> None:
-        if conn.get_execution_options().get(READ_ONLY):
-            return  # a single SELECT: no transaction, no write lock (WAL gives it a snapshot)
         conn.exec_driver_sql("BEGIN IMMEDIATE")

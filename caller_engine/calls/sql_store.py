@@ -26,7 +26,7 @@ from caller_engine.calls.migrations import upgrade
 from caller_engine.calls.models import CallRecord, StatusEvent, utcnow
 from caller_engine.calls.result import CallResult
 from caller_engine.calls.schema import calls, deliveries
-from caller_engine.calls.sql_engine import create_engine, prepare, reader
+from caller_engine.calls.sql_engine import create_engine, prepare
 from caller_engine.calls.sql_rows import delivery_from_row, record_from_row, record_values
 from caller_engine.calls.store import DuplicateCall
 from caller_engine.results.payload import encode_result
@@ -41,7 +41,6 @@ class SqlCallStore:
         self.engine = engine
         self.clock = clock
         self.gate = PriorityGate(STORE_CONCURRENCY)
-        self._reader = reader(engine)
         self.outbox = SqlOutbox(engine, clock=clock, gate=self.gate)
 
     @asynccontextmanager
@@ -52,8 +51,7 @@ class SqlCallStore:
 
     @asynccontextmanager
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for one SELECT."""
-        async with self.gate.slot(), self._reader.connect() as conn:
+        async with self.gate.slot(), self.engine.connect() as conn:
             yield conn
 
     @classmethod
@@ -182,8 +180,8 @@ class SqlCallStore:
                 await self._write(conn, record)
         return record
 
-    async def dialed(self, callback_id: str, call_sid: str, status: str) -> None:
-        await self._change(
+    async def dialed(self, callback_id: str, call_sid: str, status: str) -> CallRecord | None:
+        return await self._change(
             calls.c.callback_id == callback_id,
             lambda r: mutations.apply_dialed(r, call_sid, status),
         )
@@ -235,9 +233,9 @@ class SqlCallStore:
             call_sid, callback_id, lambda r: mutations.apply_answered_by(r, answered_by)
         )
 
-    async def stream_started(self, callback_id: str, stream_sid: str) -> None:
+    async def stream_started(self, callback_id: str, stream_sid: str) -> CallRecord | None:
         now = self.clock()
-        await self._change(
+        return await self._change(
             calls.c.callback_id == callback_id,
             lambda r: mutations.apply_stream_started(r, stream_sid, now),
         )
