@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from caller_engine.calls.transfer import TargetSpec, Transfer
+
 if TYPE_CHECKING:
     from caller_engine.calls.result import CallResult
     from caller_engine.results.state import DeliveryState
@@ -28,6 +30,8 @@ class AgentOverrides(BaseModel):
     voice: str | None = Field(None, min_length=1, max_length=64)
     greeting: str | None = Field(None, max_length=2_000)
     tools: list[str] | None = Field(None, max_length=32)
+    # People the agent may hand the call to; replaces TRANSFER_TARGETS for this call.
+    transferTargets: list[TargetSpec] | None = Field(None, max_length=20)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -89,6 +93,7 @@ class CallRecord:
     result_webhook_url: str | None = None
     result_source: str | None = None
     delivery: DeliveryState | None = None
+    transfer: Transfer | None = None
 
     @property
     def is_final(self) -> bool:

@@ -23,6 +23,7 @@ MACHINE_ANSWERS = frozenset(
 )
 
 AnsweredByListener = Callable[[CallRecord, str], Awaitable[None]]
+EndedListener = Callable[[CallRecord], Awaitable[None]]
 
 # How long a duplicate initiate waits for a racing first request to finish dialing.
 DUPLICATE_WAIT = 15.0
@@ -45,6 +46,7 @@ class CallService:
         self.gateway = gateway
         self.store = store
         self._answered_by_listeners: list[AnsweredByListener] = []
+        self._ended_listeners: list[EndedListener] = []
         self._sinks: list[ResultSink] = []
         self.duplicate_wait = DUPLICATE_WAIT
 
@@ -76,6 +78,10 @@ class CallService:
 
     def on_answered_by(self, listener: AnsweredByListener) -> None:
         self._answered_by_listeners.append(listener)
+
+    def on_ended(self, listener: EndedListener) -> None:
+        """Called with the record when a status callback reports the call's end."""
+        self._ended_listeners.append(listener)
 
     def _urls(self, callback_id: str) -> tuple[str, str, str]:
         q = "?callbackId=" + quote(callback_id, safe="")
@@ -171,6 +177,9 @@ class CallService:
             and record.result is None
         ):
             await self.finish_from_record(record)
+        if record is not None and record.is_final:
+            for listener in self._ended_listeners:
+                await listener(record)
         return record
 
     async def on_amd(
