@@ -239,3 +239,30 @@ async def test_the_floor_bridge_and_the_product_run_the_turn_cycle_without_recor
         product = await driver.run_level(Level(2, 2, 10, initiate=False))
     assert product.report["failedCalls"] == 0 and product.report["callsWithLoss"] == 0
     assert product.report["modelToCaller"]["received"] >= 2 * (400 + 1000) // 20
+
+
+async def test_call_costs_are_measured_per_phase_with_and_without_a_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bench's per-call CPU phases run against a server (here in this process, whose
+    own polling counts as quiet)."""
+    from caller_engine.replay import costs
+    from caller_engine.replay.costs import cpu_ns, measure_call_costs
+
+    if cpu_ns(os.getpid()) is None:
+        pytest.skip("no /proc/<pid>/task/*/schedstat here")
+    monkeypatch.setattr(costs, "QUIET_NS", 5_000_000)
+    monkeypatch.setattr(costs, "MAX_SETTLE_S", 1.0)
+    async with (
+        replay_target() as (emulators, target),
+        Driver(target, emulators, [synthetic_audio(SCENARIO, 600)], scenario=SCENARIO) as driver,
+    ):
+        driver.server_pid = os.getpid()
+        with_record = await measure_call_costs(driver, 2, with_record=True)
+        without = await measure_call_costs(driver, 2, with_record=False)
+    assert set(with_record) == {"initiate", "setup", "teardown"}
+    assert set(without) == {"setup", "teardown"}
+    for figures in (*with_record.values(), *without.values()):
+        assert figures["calls"] == 2
+        assert 0 < figures["medianMs"] <= figures["maxMs"]
+    assert emulators.rest.calls  # the initiated calls were placed through Twilio's REST API

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 POLL_S = 0.02
 QUIET_POLLS = 4  # the server is idle once this many polls in a row saw (almost) no CPU
 QUIET_NS = 150_000  # per poll, beyond the idle rate
+MAX_SETTLE_S = 5.0  # a server that never goes quiet: measure up to here
 GREETING = b"\x11" * 800
 
 
@@ -66,7 +67,8 @@ class Meter:
         quiet = 0
         last = cpu_ns(self.pid) or 0
         allowance = self.idle_ns_per_s * POLL_S + QUIET_NS
-        while quiet < QUIET_POLLS:
+        deadline = loop.time() + MAX_SETTLE_S
+        while quiet < QUIET_POLLS and loop.time() < deadline:
             await asyncio.sleep(POLL_S)
             now = cpu_ns(self.pid) or 0
             quiet = quiet + 1 if now - last <= allowance else 0
