@@ -14,7 +14,7 @@ from caller_engine.sim.openai_realtime import RealtimeScript, ScriptedResponse
 from caller_engine.sim.twilio_media import TwilioMediaClient
 from caller_engine.tools.registry import Tool, ToolContext, ToolOutput
 from tests.bridge_env import BridgeEnv, bridge_env
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
+from tests.conftest import ACCOUNT_SID, API_KEY, AUTH_TOKEN
 
 GREETING = b"\x11" * 2400  # 300 ms of a recognizable (non-silent) pattern
 SPEECH = mulaw.tone(600, 300.0, 9000)
@@ -330,7 +330,9 @@ async def test_answering_machine_hangs_up_and_reports_voicemail() -> None:
 
 async def test_twenty_concurrent_calls_stay_isolated() -> None:
     async with bridge_env(script(ScriptedResponse(text="Hi.", audio=GREETING))) as env:
-        clients = await asyncio.gather(*(env.call(f"cb-{i}", speed=8.0) for i in range(20)))
+        clients = await asyncio.gather(
+            *(env.call(f"cb-{i}", speed=8.0, to=f"+155512300{i:02d}") for i in range(20))
+        )
         await asyncio.gather(
             *(c.wait_until(lambda c=c: len(c.received_audio) >= len(GREETING), 10) for c in clients)
         )
@@ -573,3 +575,30 @@ async def test_a_caller_who_hangs_up_while_the_session_opens_gets_no_greeting() 
         result = await env.result("cb-gone", within=10)
         assert env.model.sessions == []
         assert result.error is None  # the caller hung up: not a model failure
+
+
+async def test_opt_out_lists_the_number_and_hangs_up_after_the_confirmation() -> None:
+    greeting = ScriptedResponse(text="Hi!", audio=b"\x11" * 800, tool_calls=[("opt_out", {})])
+    confirmation = ScriptedResponse(text="Understood. Goodbye!", audio=b"\x66" * 4000)
+    async with bridge_env(script(greeting, confirmation)) as env:
+        env.stop_stream_on_hangup()
+        # A per-call subset without it: opt_out is offered all the same.
+        client = await env.call("cb-stop", speed=4.0, agent={"tools": ["end_call"]})
+        await asyncio.wait_for(client.closed.wait(), 10)
+        tools = env.model.sessions[0].session["tools"]
+        assert sorted(t["name"] for t in tools) == ["end_call", "opt_out"]
+        assert env.rest.calls[client.call_sid].status == "completed"
+        assert client.played_audio.count(0x66) == 4000  # the confirmation played in full
+        assert len(client_events(env, "response.create")) == 2
+        result = await env.result("cb-stop")
+        assert result.optedOut is True
+        assert [t.name for t in result.toolCalls] == ["opt_out"]
+        entry = await env.services.store.dnc_get("+15551230000")
+        assert entry is not None and (entry.source, entry.callback_id) == ("opt_out", "cb-stop")
+        resp = await env.http.post(
+            env.base + "/call/initiate",
+            json={"callbackId": "cb-again", "to": "+15551230000"},
+            headers={"X-API-Key": API_KEY},
+        )
+        assert resp.status == 403
+        assert len(env.rest.calls) == 1

@@ -104,8 +104,8 @@ async def test_a_crashed_instance_delivery_is_picked_up_by_another(
     cluster: Instances, orchestrator: Orchestrator
 ) -> None:
     receiver, url = orchestrator
-    # An instance queues the result and leases its delivery, then dies; B starts after (its
-    # worker polls every 20 ms: started before, it could claim the delivery first).
+    # An instance queues a result, leases its delivery and dies. B starts afterwards, so its
+    # worker cannot claim the delivery between the queueing and the lease.
     crashed = await cluster.database.open_store()
     try:
         await crashed.create(CallRecord("cb-crash", "+15551234567", False, AgentOverrides()))
@@ -114,9 +114,9 @@ async def test_a_crashed_instance_delivery_is_picked_up_by_another(
         [claim] = await crashed.outbox.claim("crashed-instance", lease=1.5, limit=1)
     finally:
         await crashed.close()
+    assert claim.attempt == 1
     b = await cluster.start(result_webhook_url=url)
     store = b.services.store
-    assert claim.attempt == 1
     await asyncio.sleep(0.2)
     assert receiver.received == []  # the lease still holds
     delivered = await receiver.wait_for("cb-crash")

@@ -22,7 +22,7 @@ from caller_engine.bridge.playback import BYTES_PER_MS, PlaybackTracker, b64_dec
 from caller_engine.bridge.prewarm import Warm
 from caller_engine.bridge.turns import TurnState
 from caller_engine.calls import gate
-from caller_engine.calls.models import AgentOverrides, CallRecord
+from caller_engine.calls.models import AgentOverrides, CallRecord, DncEntry
 from caller_engine.calls.result import ToolCallRecord
 from caller_engine.calls.transfer import TransferTarget
 from caller_engine.logging import call_logger
@@ -102,6 +102,8 @@ class CallSession:
         self.end_reason = "completed"
         self.error: dict[str, str] | None = None
         self.ending = False
+        self.opted_out = False
+        self._end_after_reply: str | None = None
         self._hangup_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._tool_tasks: dict[str, asyncio.Task[None]] = {}
@@ -233,6 +235,7 @@ class CallSession:
             log=self.log,
             end_call=self._end_call_requested,
             transfer=self._transfer_requested,
+            opt_out=self._opt_out_requested,
         )
         self.bridge.handoffs.adopt(self)
         self.bridge.active.add(self)
@@ -588,6 +591,9 @@ class CallSession:
             self._maybe_hang_up()
             return
         await self._request_response()
+        if self._end_after_reply is not None:
+            reason, self._end_after_reply = self._end_after_reply, None
+            await self._end_call_requested(reason)
 
     async def pending_tools(self) -> None:
         tasks = [t for t in self._tool_tasks.values() if not t.done()]
@@ -596,9 +602,9 @@ class CallSession:
 
     # -- ending ----------------------------------------------------------------------
 
-    async def _end_call_requested(self) -> None:
+    async def _end_call_requested(self, reason: str = "agent ended the call") -> None:
         self.ending = True
-        self.end_reason = "agent ended the call"
+        self.end_reason = reason
         self.loop.call_later(END_CALL_FALLBACK, self._force_end)
 
     async def _transfer_requested(
@@ -614,6 +620,24 @@ class CallSession:
             "status": "transferring",
             "message": "The caller will be put through once your sentence has played.",
         }
+
+    async def _opt_out_requested(self, reason: str) -> None:
+        """The callee asked not to be called again: list the number now; the call ends once
+        the agent's reply to the tool result has played."""
+        entry = DncEntry(
+            number=self.callee,
+            source="opt_out",
+            reason=reason or "asked during the call not to be called again",
+            callback_id=self.callback_id,
+        )
+        _, created = await self.bridge.store.dnc_add(entry)
+        self.opted_out = True
+        self.log.info(
+            "callee opted out: number {} the do-not-call list",
+            "added to" if created else "already on",
+        )
+        if not self.ending:
+            self._end_after_reply = "callee opted out"
 
     def _force_end(self) -> None:
         if self._hangup_task is None and not self._stopped.is_set() and self.ending:

@@ -115,6 +115,9 @@ class Emulators:
             "TWILIO_AUTH_TOKEN": opts.auth_token,
             "TWILIO_PHONE_NUMBER": opts.phone_number,
             "TWILIO_API_BASE_URL": self._url("rest"),
+            # Every replayed call rings the same emulated number, at any hour.
+            "CALLING_HOURS": "00:00-24:00",
+            "MAX_CALLS_PER_NUMBER": "0",
         }
         if self.model is not None:
             env["OPENAI_API_KEY"] = opts.openai_key

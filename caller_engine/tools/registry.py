@@ -36,6 +36,9 @@ class ToolContext:
     end_call: Callable[[], Awaitable[None]] | None = None
     # Hand the call to a person: (target, reason, summary) → the tool's output.
     transfer: Callable[[TransferTarget, str, str], Awaitable[dict[str, Any]]] | None = None
+    # Lists the callee on the do-not-call list (argument: the reason) and ends the call
+    # after the agent's next reply.
+    opt_out: Callable[[str], Awaitable[None]] | None = None
     # Per-call scratch space for tools that must be idempotent within a call.
     memo: dict[str, Any] = field(default_factory=dict)
 

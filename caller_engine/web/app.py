@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -10,7 +11,7 @@ from loguru import logger
 
 from caller_engine.bridge.bridge import Bridge, LogResultSink, MetricsSink
 from caller_engine.bridge.registry import ActiveCalls
-from caller_engine.calls.models import CallRecord
+from caller_engine.calls.models import CallRecord, utcnow
 from caller_engine.calls.service import CallService
 from caller_engine.calls.sql_store import SqlCallStore
 from caller_engine.calls.store import CallStore
@@ -22,9 +23,20 @@ from caller_engine.results.worker import DeliveryConfig, DeliveryWorker, WakeOnR
 from caller_engine.telephony.rest import TwilioGateway
 from caller_engine.tools import catalog
 from caller_engine.tools.end_call import END_CALL
+from caller_engine.tools.opt_out import OPT_OUT
 from caller_engine.tools.registry import Tool, ToolRegistry
 from caller_engine.transcript.summary import Summarizer
-from caller_engine.web import calls, health, media, metrics, records, transfer, twiml, webhooks
+from caller_engine.web import (
+    calls,
+    dnc,
+    health,
+    media,
+    metrics,
+    records,
+    transfer,
+    twiml,
+    webhooks,
+)
 from caller_engine.web.errors import error_middleware
 from caller_engine.web.state import SERVICES, Services
 
@@ -39,10 +51,17 @@ def build_tools(
     settings: Settings, gateway: TwilioGateway, google: GoogleApis | None
 ) -> Iterable[Tool]:
     """Every tool this deployment offers (per-call subsets are chosen at initiate)."""
-    return [*catalog.build_tools(settings, gateway, google=google), END_CALL]
+    return [*catalog.build_tools(settings, gateway, google=google), END_CALL, OPT_OUT]
 
 
-def create_app(settings: Settings, *, store: CallStore | None = None) -> web.Application:
+def create_app(
+    settings: Settings,
+    *,
+    store: CallStore | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> web.Application:
+    """The application. `store` replaces the one DATABASE_URL names; `clock` replaces the
+    wall clock calling hours are judged by (tests pin it)."""
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
     app.router.add_get("/health", health.health)
     app.router.add_post("/call/initiate", calls.initiate)
@@ -59,6 +78,10 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
         app.router.add_get("/metrics", metrics.metrics)
     app.router.add_get("/calls", records.list_calls)
     app.router.add_get("/calls/{callbackId}", records.get_call)
+    app.router.add_get("/dnc", dnc.list_numbers)
+    app.router.add_put("/dnc/{number}", dnc.put_number)
+    app.router.add_delete("/dnc/{number}", dnc.delete_number)
+    app.router.add_get("/dnc/{number}", dnc.get_number)
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         # Clients that own aiohttp/httpx sessions are created inside the running loop.
@@ -69,9 +92,11 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
             base_url=settings.twilio_api_base_url,
         )
         call_store = store or await SqlCallStore.open(settings.database_url)
-        call_service = CallService(settings, gateway, call_store)
-        call_service.add_sink(LogResultSink())
         app_metrics = Metrics()
+        call_service = CallService(
+            settings, gateway, call_store, metrics=app_metrics, clock=clock or utcnow
+        )
+        call_service.add_sink(LogResultSink())
         call_service.add_sink(MetricsSink(app_metrics))
         worker = _delivery_worker(settings, call_store, call_service)
         if worker is not None:
