@@ -78,7 +78,6 @@ class FrameSender:
             done.set_result(None)
             return done
         player = Player(client, probe, audio, loop.time() + delay, marked, done)
-        probe.planned_start = player.t0
         self._push(player)
         return done
 
