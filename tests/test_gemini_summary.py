@@ -53,7 +53,7 @@ def test_gemini_settings_read_from_the_environment(monkeypatch: pytest.MonkeyPat
 def test_the_summary_model_follows_the_keys_and_summary_provider() -> None:
     gemini_only = make_settings(openai_api_key=None, realtime_provider="gemini", gemini_api_key=KEY)
     assert gemini_only.summary_backend == "gemini"
-    assert isinstance(_summarizer(gemini_only, None), GeminiSummarizer)
+    assert isinstance(_summarizer(gemini_only), GeminiSummarizer)
     both = make_settings(gemini_api_key=KEY)
     assert both.summary_backend == "openai"
     assert make_settings(gemini_api_key=KEY, summary_provider="gemini").summary_backend == "gemini"
@@ -88,9 +88,9 @@ async def test_refusals_come_back_as_one_sentence() -> None:
         wrong_key = GeminiSummarizer(api_key="nope", model="gemini-2.5-flash", base_url=url)
         unknown_model = GeminiSummarizer(api_key=KEY, model="gpt-4o", base_url=url)
         try:
-            with pytest.raises(SummaryError, match="400: API key not valid"):
+            with pytest.raises(SummaryError, match="HTTP 400: API key not valid"):
                 await wrong_key.summarize(TRANSCRIPT, [])
-            with pytest.raises(SummaryError, match="404: models/gpt-4o is not found"):
+            with pytest.raises(SummaryError, match="HTTP 404: models/gpt-4o is not found"):
                 await unknown_model.summarize(TRANSCRIPT, [])
         finally:
             await wrong_key.close()

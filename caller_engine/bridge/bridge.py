@@ -14,6 +14,7 @@ from caller_engine.bridge.handoff import Handoff, Handoffs
 from caller_engine.bridge.prewarm import Prewarmer
 from caller_engine.bridge.registry import ActiveCalls
 from caller_engine.bridge.session import MACHINE, CallSession
+from caller_engine.calls import gate
 from caller_engine.calls.models import AgentOverrides, CallRecord
 from caller_engine.calls.result import CallResult, Summary
 from caller_engine.calls.service import CallService
@@ -141,6 +142,7 @@ class Bridge:
         task.add_done_callback(self._post_call.discard)
 
     async def _post_call_work(self, session: CallSession) -> None:
+        gate.priority.set(gate.BACKGROUND)  # behind live calls' store work
         log = session.log
         try:
             async with asyncio.timeout(POST_CALL_TIMEOUT):
