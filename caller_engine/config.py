@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     gemini_model: str = "gemini-3.8-live"
     gemini_voice: str = "Kore"
     gemini_input_rate: Literal[8000, 16000] = 16000
+    gemini_api_base_url: str = "https://generativelanguage.googleapis.com"
+    gemini_summary_model: str = "gemini-2.5-flash"
+    summary_provider: Literal["openai", "gemini"] | None = None
     vad_type: Literal["server_vad", "semantic_vad"] = "server_vad"
     vad_threshold: float = Field(0.5, ge=0, le=1)
     vad_silence_ms: int = Field(500, ge=0)
@@ -268,6 +271,24 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL such as https://api.elevenlabs.io")
         return value
 
+    @field_validator("gemini_input_rate", mode="before")
+    @classmethod
+    def _input_rate(cls, value: Any) -> Any:
+        """From the environment the rate is a string; the choice is between numbers."""
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+    @field_validator("summary_provider", mode="before")
+    @classmethod
+    def _summary_provider_set(cls, value: Any) -> Any:
+        return value.strip().lower() or None if isinstance(value, str) else value
+
+    @field_validator("summary_provider")
+    @classmethod
+    def _summary_provider(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not info.data.get(f"{value}_api_key"):
+            raise ValueError(f"{value.upper()}_API_KEY is required when SUMMARY_PROVIDER={value}")
+        return value
+
     @field_validator("api_key")
     @classmethod
     def _api_key(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -386,6 +407,16 @@ class Settings(BaseSettings):
             for name, fields in PROVIDER_CREDENTIALS.items()
             if all(getattr(self, f, None) for f in fields)
         )
+
+    @property
+    def summary_backend(self) -> str | None:
+        """Who writes post-call summaries: SUMMARY_PROVIDER, else OpenAI when its key is set,
+        else Gemini when its key is; None without either."""
+        if self.summary_provider is not None:
+            return self.summary_provider
+        if self.openai_api_key:
+            return "openai"
+        return "gemini" if self.gemini_api_key else None
 
     def provider_chain(self, primary: str | None = None) -> tuple[str, ...]:
         """The providers a call tries in order: its own, then the fallbacks."""

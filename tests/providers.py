@@ -84,6 +84,9 @@ class ModelView(Protocol):
 class Harness(Protocol):
     name: str
     passthrough: bool
+    # How many times real time a test may play twenty calls' lines at once: the emulator
+    # and the bridge share one process.
+    line_speed: float
 
     @property
     def sessions(self) -> list[ModelView]: ...
@@ -175,6 +178,7 @@ class OpenAIView:
 class OpenAIHarness:
     name = "openai"
     passthrough = True
+    line_speed = 8.0
 
     def __init__(self, env: BridgeEnv) -> None:
         self.emulator: RealtimeEmulator = env.model
@@ -261,6 +265,7 @@ class GeminiView:
 class GeminiHarness:
     name = "gemini"
     passthrough = False
+    line_speed = 8.0
 
     def __init__(self, emulator: GeminiLiveEmulator) -> None:
         self.emulator = emulator
@@ -334,6 +339,7 @@ class NovaView:
 class NovaHarness:
     name = "nova_sonic"
     passthrough = False
+    line_speed = 2.0  # every event signed and checked in Python on both sides
 
     def __init__(self, emulator: NovaSonicEmulator) -> None:
         self.emulator = emulator
@@ -547,6 +553,7 @@ async def gemini_env(
         "realtime_provider": "gemini",
         "gemini_api_key": "gemini-test-key",
         "gemini_live_url": server.ws_url + GEMINI_PATH,
+        "gemini_api_base_url": server.url,
         **settings,
     }
     try:

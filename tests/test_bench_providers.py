@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from caller_engine.cli import build_parser
-from caller_engine.replay.bench import compare_cpu, format_comparison
+from caller_engine.replay.bench import compare_cpu, format_cpu_by_provider
 from caller_engine.replay.driver import Driver, Level, Target
 from caller_engine.replay.emulators import EmulatorOptions, Emulators
 from caller_engine.replay.scenario import synthetic_audio
@@ -48,7 +48,7 @@ def test_cpu_per_call_side_by_side_with_ratios() -> None:
     assert row["calls"] == 100
     assert row["cpuPercentPerCall"] == {"openai": 0.2, "gemini": 0.3}
     assert row["ratio"] == {"openai": 1.0, "gemini": 1.5}
-    table = format_comparison(reports)
+    table = format_cpu_by_provider(reports)
     assert "| 100 | 0.2 | 0.3 | 1.5 |" in table
 
 

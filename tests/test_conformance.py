@@ -206,7 +206,10 @@ async def test_garbage_frames_are_skipped_and_oversize_ends_only_that_call(provi
 async def test_twenty_concurrent_calls_stay_isolated(provider: str) -> None:
     async with provider_env(provider, [Turn("Hi.", 200)]) as (env, model):
         clients = await asyncio.gather(
-            *(env.call(f"cb-{i}", speed=8.0, to=f"+155512300{i:02d}") for i in range(20))
+            *(
+                env.call(f"cb-{i}", speed=model.line_speed, to=f"+155512300{i:02d}")
+                for i in range(20)
+            )
         )
         await asyncio.gather(
             *(c.wait_until(lambda c=c: len(c.received_audio) >= 1500, 10) for c in clients)

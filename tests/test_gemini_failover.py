@@ -181,3 +181,56 @@ async def test_emulator_accepts_the_adapters_setup_and_sends_binary_frames() -> 
         assert emulator.sessions[0].setup is not None
     finally:
         await server.stop()
+
+
+async def test_a_long_call_resumes_across_many_go_aways_with_audio_flowing() -> None:
+    async with provider_env("gemini", [Turn("Hi.", 200)]) as (env, model):
+        assert isinstance(model, GeminiHarness)
+        emulator = model.emulator
+        client = await env.call("cb-long", speed=4.0)
+        await client.wait_until(lambda: len(client.received_audio) >= 1500, 5)
+        switches = 8  # a lifetime of ~10 min each: a call of well over an hour
+        for index in range(switches):
+            session = emulator.sessions[index]
+            await wait_for(lambda s=session: len(s.input_pcm) >= 6400)  # 200 ms reached it
+            await session.go_away(0.05)
+            following = await emulator.wait_for_session(index + 1)
+            await wait_for(lambda f=following: f.setup is not None)
+            assert following.resumed
+        last = emulator.sessions[switches]
+        await wait_for(lambda: len(last.input_pcm) >= 6400)
+        await client.stop()
+        result = await env.result("cb-long")
+    assert result.error is None and result.providerSwitches == 0
+    assert result.metrics["modelReconnects"] == 0  # every switch was a resumption
+    # The caller's audio reached the model across the switches: what arrived (16 kHz PCM16)
+    # covers what was sent (8 kHz μ-law) but the resampler's few ms at each switch.
+    received_ms = sum(len(s.input_pcm) for s in emulator.sessions) / 32
+    sent_ms = len(client.sent_audio) / 8
+    assert received_ms >= sent_ms - 10 * (switches + 1)
+    assert emulator.violations == []
+
+
+async def test_go_away_before_any_resumption_handle_reconnects_with_the_conversation() -> None:
+    async with provider_env("gemini", [Turn("Hello from Gemini.", 200)]) as (env, model):
+        assert isinstance(model, GeminiHarness)
+        emulator = model.emulator
+        emulator.issue_handles = False
+        client = await env.call("cb-nohandle", speed=4.0)
+        await client.wait_until(lambda: len(client.received_audio) >= 1500, 5)
+        await client.wait_for_quiet(100, 5)
+        await emulator.sessions[0].go_away(0.05)
+        second = await emulator.wait_for_session(1, within=10)
+        await wait_for(lambda: second.setup is not None)
+        assert not second.resumed  # nothing to resume: a new session, the call goes on
+        conversation = second.conversation
+        assert conversation is not None  # the conversation so far is replayed
+        greeting = {"role": "model", "text": "Hello from Gemini."}
+        await wait_for(lambda: greeting in conversation.history)
+        before = len(second.input_pcm)
+        await wait_for(lambda: len(second.input_pcm) > before + 6400)
+        await client.stop()
+        result = await env.result("cb-nohandle")
+    assert result.error is None and result.provider == "gemini"
+    assert result.metrics["modelReconnects"] == 1
+    assert emulator.violations == []

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from urllib.parse import quote
 
-from caller_engine.aws.eventstream import Headers, Timestamp, encode_header, encode_message
+from caller_engine.aws.eventstream import Timestamp, encode_header, encode_message
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 EVENT_ALGORITHM = "AWS4-HMAC-SHA256-PAYLOAD"
@@ -192,10 +192,28 @@ def event_signature(
     return hmac.digest(key, string_to_sign, "sha256")
 
 
-class EventSigner:
-    """Wraps each outgoing message in a signed envelope, chaining from the request."""
+# The envelope's two headers before their values: `:date` (timestamp) and
+# `:chunk-signature` (32 bytes).
+_DATE_HEADER = encode_header(":date", Timestamp(0))[:-8]
+_SIGNATURE_HEADER = encode_header(":chunk-signature", bytes(32))[:-32]
 
-    __slots__ = ("_credentials", "_prior", "_region", "_service")
+
+class EventSigner:
+    """Wraps each outgoing message in a signed envelope, chaining from the request.
+
+    On the audio path (one envelope per 20 ms frame): the date, scope and key change at
+    most once a second, and the headers are joined from pre-encoded parts."""
+
+    __slots__ = (
+        "_credentials",
+        "_date",
+        "_key",
+        "_prior",
+        "_region",
+        "_scope",
+        "_second",
+        "_service",
+    )
 
     def __init__(
         self, credentials: Credentials, region: str, service: str, seed_signature: str
@@ -204,20 +222,28 @@ class EventSigner:
         self._region = region
         self._service = service
         self._prior = seed_signature
+        self._second = -1
+        self._date = self._scope = ""
+        self._key = b""
 
     @property
     def prior_signature(self) -> str:
         return self._prior
 
     def envelope(self, payload: bytes, timestamp_ms: int) -> bytes:
-        signature = event_signature(
-            self._credentials.secret_access_key,
-            self._region,
-            self._service,
-            self._prior,
-            timestamp_ms,
-            payload,
+        second = timestamp_ms // 1000
+        if second != self._second:
+            self._second = second
+            self._date = amz_date(datetime.fromtimestamp(second, UTC))
+            day = self._date[:8]
+            self._scope = scope(day, self._region, self._service)
+            self._key = signing_key(
+                self._credentials.secret_access_key, day, self._region, self._service
+            )
+        date_header = _DATE_HEADER + timestamp_ms.to_bytes(8, "big", signed=True)
+        string_to_sign = _event_string_to_sign(
+            self._date, self._scope, self._prior, date_header, payload
         )
+        signature = hmac.digest(self._key, string_to_sign, "sha256")
         self._prior = signature.hex()
-        headers: Headers = {":date": Timestamp(timestamp_ms), ":chunk-signature": signature}
-        return encode_message(headers, payload)
+        return encode_message(date_header + _SIGNATURE_HEADER + signature, payload)

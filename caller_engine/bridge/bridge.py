@@ -15,6 +15,7 @@ from caller_engine.bridge.handoff import Handoff, Handoffs
 from caller_engine.bridge.prewarm import Prewarmer
 from caller_engine.bridge.registry import ActiveCalls
 from caller_engine.bridge.session import MACHINE, CallSession
+from caller_engine.calls import gate
 from caller_engine.calls.models import AgentOverrides, CallRecord
 from caller_engine.calls.result import CallResult, Summary
 from caller_engine.calls.service import CallService
@@ -29,7 +30,7 @@ from caller_engine.tools.opt_out import OPT_OUT
 from caller_engine.tools.registry import Tool, ToolRegistry
 from caller_engine.tools.transfer import NAME as TRANSFER_CALL
 from caller_engine.tools.transfer import transfer_tool
-from caller_engine.transcript.summary import Summarizer
+from caller_engine.transcript.summary import SummaryModel
 
 POST_CALL_TIMEOUT = 60.0
 
@@ -44,7 +45,7 @@ class Bridge:
         gateway: TwilioGateway,
         tools: ToolRegistry,
         connectors: Mapping[str, RealtimeConnector],
-        summarizer: Summarizer | None,
+        summarizer: SummaryModel | None,
         active: ActiveCalls,
         metrics: Metrics,
     ) -> None:
@@ -145,6 +146,7 @@ class Bridge:
         task.add_done_callback(self._post_call.discard)
 
     async def _post_call_work(self, session: CallSession) -> None:
+        gate.priority.set(gate.BACKGROUND)  # behind live calls' store work
         log = session.log
         try:
             async with asyncio.timeout(POST_CALL_TIMEOUT):

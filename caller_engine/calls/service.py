@@ -193,14 +193,13 @@ class CallService:
             )
             log.warning("Twilio refused the call: code={} {}", exc.code, exc.message)
             raise
-        await self.store.dialed(req.callback_id, created.sid, created.status)
+        stored = await self.store.dialed(req.callback_id, created.sid, created.status)
         call_logger(req.callback_id, created.sid).info(
             "call created to={} status={}{}",
             _mask(req.to),
             created.status,
             " (calling hours overridden)" if overridden else "",
         )
-        stored = await self.store.get(req.callback_id)
         return InitiateOutcome(stored or record, duplicate=False)
 
     async def _settled(self, record: CallRecord) -> CallRecord:

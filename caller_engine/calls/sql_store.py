@@ -9,7 +9,8 @@ check-then-insert. Saving a result and queueing its delivery happen in one trans
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from caller_engine.calls import mutations
+from caller_engine.calls.gate import STORE_CONCURRENCY, PriorityGate
 from caller_engine.calls.migrations import upgrade
 from caller_engine.calls.models import CallRecord, DncEntry, StatusEvent, utcnow
 from caller_engine.calls.result import CallResult
@@ -56,7 +58,19 @@ class SqlCallStore:
     def __init__(self, engine: AsyncEngine, *, clock: Clock = utcnow) -> None:
         self.engine = engine
         self.clock = clock
-        self.outbox = SqlOutbox(engine, clock=clock)
+        self.gate = PriorityGate(STORE_CONCURRENCY)
+        self.outbox = SqlOutbox(engine, clock=clock, gate=self.gate)
+
+    @asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction, once the gate lets this operation in (see calls.gate)."""
+        async with self.gate.slot(), writing(self.engine) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        async with self.gate.slot(), reading(self.engine) as conn:
+            yield conn
 
     @classmethod
     async def open(
@@ -91,7 +105,7 @@ class SqlCallStore:
         return record_from_row(mapping, delivery)
 
     async def _one(self, where: ColumnElement[bool]) -> CallRecord | None:
-        async with reading(self.engine) as conn:
+        async with self._connect() as conn:
             row = (await conn.execute(self._select().where(where))).first()
         return self._record(row) if row is not None else None
 
@@ -126,7 +140,7 @@ class SqlCallStore:
                 )
             )
         query = query.order_by(calls.c.created_at.desc(), calls.c.callback_id.desc()).limit(limit)
-        async with reading(self.engine) as conn:
+        async with self._connect() as conn:
             rows = (await conn.execute(query)).all()
         return [self._record(r) for r in rows]
 
@@ -142,7 +156,7 @@ class SqlCallStore:
         the same number is either fully before or fully after this one."""
         now = self.clock()
         values = record_values(record)
-        async with writing(self.engine) as conn:
+        async with self._begin() as conn:
             if admission is not None:
                 await _lock_number(conn, record.to)
                 refusal = await self._admit(conn, record, admission)
@@ -200,7 +214,7 @@ class SqlCallStore:
     # -- do-not-call list --------------------------------------------------------------
 
     async def dnc_add(self, entry: DncEntry) -> tuple[DncEntry, bool]:
-        async with writing(self.engine) as conn:
+        async with self._begin() as conn:
             await _lock_number(conn, entry.number)
             query = select(do_not_call).where(do_not_call.c.number == entry.number)
             row = (await conn.execute(query.with_for_update())).first()
@@ -217,13 +231,13 @@ class SqlCallStore:
         return kept, existing is None
 
     async def dnc_get(self, number: str) -> DncEntry | None:
-        async with reading(self.engine) as conn:
+        async with self._connect() as conn:
             query = select(do_not_call).where(do_not_call.c.number == number)
             row = (await conn.execute(query)).first()
         return dnc_from_row(row._mapping) if row is not None else None
 
     async def dnc_remove(self, number: str) -> bool:
-        async with writing(self.engine) as conn:
+        async with self._begin() as conn:
             await _lock_number(conn, number)
             result = await conn.execute(delete(do_not_call).where(do_not_call.c.number == number))
         return bool(result.rowcount)
@@ -232,7 +246,7 @@ class SqlCallStore:
         query = select(do_not_call).order_by(do_not_call.c.number).limit(limit)
         if after is not None:
             query = query.where(do_not_call.c.number > after)
-        async with reading(self.engine) as conn:
+        async with self._connect() as conn:
             rows = (await conn.execute(query)).all()
         return [dnc_from_row(r._mapping) for r in rows]
 
@@ -255,14 +269,14 @@ class SqlCallStore:
     async def _change(
         self, where: ColumnElement[bool], change: Callable[[CallRecord], bool]
     ) -> CallRecord | None:
-        async with writing(self.engine) as conn:
+        async with self._begin() as conn:
             record = await self._locked(conn, where)
             if record is not None and change(record):
                 await self._write(conn, record)
         return record
 
-    async def dialed(self, callback_id: str, call_sid: str, status: str) -> None:
-        await self._change(
+    async def dialed(self, callback_id: str, call_sid: str, status: str) -> CallRecord | None:
+        return await self._change(
             calls.c.callback_id == callback_id,
             lambda r: mutations.apply_dialed(r, call_sid, status),
         )
@@ -284,7 +298,7 @@ class SqlCallStore:
         call carries another CallSid, the CallSid alone decides."""
         if not call_sid:
             return None
-        async with writing(self.engine) as conn:
+        async with self._begin() as conn:
             record = None
             if callback_id:
                 record = await self._locked(conn, calls.c.callback_id == callback_id)
@@ -314,9 +328,9 @@ class SqlCallStore:
             call_sid, callback_id, lambda r: mutations.apply_answered_by(r, answered_by)
         )
 
-    async def stream_started(self, callback_id: str, stream_sid: str) -> None:
+    async def stream_started(self, callback_id: str, stream_sid: str) -> CallRecord | None:
         now = self.clock()
-        await self._change(
+        return await self._change(
             calls.c.callback_id == callback_id,
             lambda r: mutations.apply_stream_started(r, stream_sid, now),
         )
@@ -350,7 +364,7 @@ class SqlCallStore:
         goes to the call's own resultWebhookUrl, else `default_url`, else nowhere.
         """
         now = self.clock()
-        async with writing(self.engine) as conn:
+        async with self._begin() as conn:
             record = await self._locked(conn, calls.c.callback_id == result.callbackId)
             if record is None:
                 logger.bind(callbackId=result.callbackId).warning("result for an unknown call")

@@ -32,7 +32,8 @@ class CallStore(Protocol):
 
     async def find_by_sid(self, call_sid: str) -> CallRecord | None: ...
 
-    async def dialed(self, callback_id: str, call_sid: str, status: str) -> None: ...
+    async def dialed(self, callback_id: str, call_sid: str, status: str) -> CallRecord | None:
+        """Record the CallSid Twilio gave; the updated record."""
 
     async def dial_failed(self, callback_id: str, error: dict[str, Any]) -> None: ...
 
@@ -48,7 +49,8 @@ class CallStore(Protocol):
     ) -> CallRecord | None:
         """Keep the answering-machine verdict; matched like `add_status`."""
 
-    async def stream_started(self, callback_id: str, stream_sid: str) -> None: ...
+    async def stream_started(self, callback_id: str, stream_sid: str) -> CallRecord | None:
+        """Record the media stream's start; the updated record (None for an unknown call)."""
 
     async def stream_stopped(self, callback_id: str) -> None: ...
 
@@ -152,12 +154,13 @@ class MemoryCallStore:
         callback_id = self._sid_to_id.get(call_sid)
         return self._by_id.get(callback_id) if callback_id else None
 
-    async def dialed(self, callback_id: str, call_sid: str, status: str) -> None:
+    async def dialed(self, callback_id: str, call_sid: str, status: str) -> CallRecord | None:
         record = self._by_id[callback_id]
         record.call_sid = call_sid
         if record.status == "pending":
             record.status = status
         self._sid_to_id[call_sid] = callback_id
+        return record
 
     async def dial_failed(self, callback_id: str, error: dict[str, Any]) -> None:
         record = self._by_id[callback_id]
@@ -192,11 +195,12 @@ class MemoryCallStore:
             mutations.apply_answered_by(record, answered_by)
         return record
 
-    async def stream_started(self, callback_id: str, stream_sid: str) -> None:
+    async def stream_started(self, callback_id: str, stream_sid: str) -> CallRecord | None:
         record = self._by_id.get(callback_id)
         if record is not None:
             record.stream_sid = stream_sid
             record.stream_started_at = utcnow()
+        return record
 
     async def stream_stopped(self, callback_id: str) -> None:
         record = self._by_id.get(callback_id)

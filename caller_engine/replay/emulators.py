@@ -12,6 +12,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from caller_engine.replay.defaults import (
+    DEFAULT_ACCOUNT_SID,
+    DEFAULT_AUTH_TOKEN,
+    DEFAULT_GEMINI_KEY,
+    DEFAULT_OPENAI_KEY,
+    DEFAULT_PHONE_NUMBER,
+    PROVIDERS,
+)
 from caller_engine.sim.elevenlabs import ElevenLabsEmulator
 from caller_engine.sim.gemini import GeminiLiveEmulator
 from caller_engine.sim.nova_sonic import TEST_CREDENTIALS, NovaSonicEmulator
@@ -19,13 +27,7 @@ from caller_engine.sim.openai_chat import ChatCompletionsEmulator
 from caller_engine.sim.openai_realtime import RealtimeEmulator
 from caller_engine.sim.twilio_rest import TwilioRestEmulator
 
-DEFAULT_ACCOUNT_SID = "AC" + "7e" * 16
-DEFAULT_AUTH_TOKEN = "replay-auth-token"
-DEFAULT_OPENAI_KEY = "sk-replay"
-DEFAULT_GEMINI_KEY = "gemini-replay"
 GEMINI_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
-PROVIDERS = ("openai", "gemini", "elevenlabs", "nova_sonic")
-DEFAULT_PHONE_NUMBER = "+15550001111"
 DEFAULT_ELEVENLABS_KEY = "xi-replay"
 ELEVENLABS_AGENT = "agent_replay"
 CHUNK_MS = 100  # model audio per delta

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from loguru import logger
-from openai import AsyncOpenAI
 
 from caller_engine.bridge.bridge import Bridge, LogResultSink, MetricsSink
 from caller_engine.bridge.registry import ActiveCalls
@@ -23,10 +23,9 @@ from caller_engine.results.worker import DeliveryConfig, DeliveryWorker, WakeOnR
 from caller_engine.telephony.rest import TwilioGateway
 from caller_engine.tools import catalog
 from caller_engine.tools.end_call import END_CALL
-from caller_engine.tools.google_client import GoogleApis
 from caller_engine.tools.opt_out import OPT_OUT
 from caller_engine.tools.registry import Tool, ToolRegistry
-from caller_engine.transcript.summary import Summarizer
+from caller_engine.transcript.summary import GeminiSummarizer, Summarizer, SummaryModel
 from caller_engine.web import (
     calls,
     dnc,
@@ -40,6 +39,9 @@ from caller_engine.web import (
 )
 from caller_engine.web.errors import error_middleware
 from caller_engine.web.state import SERVICES, Services
+
+if TYPE_CHECKING:
+    from caller_engine.tools.google_client import GoogleApis
 
 MAX_BODY_BYTES = 256 * 1024
 NO_RESULT = {"code": "no_result", "message": "the call ended but its post-call result never came"}
@@ -101,20 +103,12 @@ def create_app(
             call_service.add_sink(WakeOnResult(worker))
             app[records.DELIVERY_WORKER] = worker
             worker.start()
-        # The post-call summary uses Chat Completions; a deployment without an OpenAI key (e.g.
-        # ElevenLabs only) delivers transcripts without a summary.
-        openai_client = (
-            AsyncOpenAI(
-                api_key=settings.openai_api_key, base_url=settings.openai_base_url, max_retries=2
-            )
-            if settings.openai_api_key
-            else None
-        )
-        google = (
-            GoogleApis.from_settings(settings)
-            if settings.enable_calendar_tools or settings.enable_email_tools
-            else None
-        )
+        summarizer = _summarizer(settings)
+        google: GoogleApis | None = None
+        if settings.enable_calendar_tools or settings.enable_email_tools:
+            from caller_engine.tools.google_client import GoogleApis  # ~30 MB: only when used
+
+            google = GoogleApis.from_settings(settings)
         active = ActiveCalls()
         bridge = Bridge(
             settings,
@@ -123,9 +117,7 @@ def create_app(
             gateway=gateway,
             tools=ToolRegistry(build_tools(settings, gateway, google)),
             connectors=build_connectors(settings),
-            summarizer=Summarizer(openai_client, settings.summary_model)
-            if openai_client is not None
-            else None,
+            summarizer=summarizer,
             active=active,
             metrics=app_metrics,
         )
@@ -143,8 +135,8 @@ def create_app(
         await bridge.close()
         if worker is not None:
             await worker.stop(flush=True)
-        if openai_client is not None:
-            await openai_client.close()
+        if summarizer is not None:
+            await summarizer.close()
         if google is not None:
             google.close()
         await gateway.close()
@@ -152,6 +144,22 @@ def create_app(
 
     app.cleanup_ctx.append(services_ctx)
     return app
+
+
+def _summarizer(settings: Settings) -> SummaryModel | None:
+    """The post-call summary model SUMMARY_PROVIDER (or the keys present) selects."""
+    backend = settings.summary_backend
+    if backend == "gemini" and settings.gemini_api_key:
+        return GeminiSummarizer(
+            api_key=settings.gemini_api_key,
+            model=settings.gemini_summary_model,
+            base_url=settings.gemini_api_base_url,
+        )
+    if backend == "openai":
+        return Summarizer(
+            settings.openai_api_key, settings.summary_model, base_url=settings.openai_base_url
+        )
+    return None
 
 
 def _delivery_worker(

@@ -26,6 +26,7 @@ import numpy as np
 import orjson
 from aiohttp import WSMsgType, web
 
+from caller_engine.sim.gemini.generate import GenerateContentEmulator
 from caller_engine.sim.gemini.script import RATE, GeminiResponse, GeminiScript
 from caller_engine.sim.gemini.validation import Refusal, check_message
 from caller_engine.sim.realtime.script import RealtimeScript
@@ -203,6 +204,8 @@ class GeminiConnection:
 
     async def _new_handle(self) -> None:
         assert self.conversation is not None
+        if not self.emulator.issue_handles:
+            return
         handle = uuid.uuid4().hex[:36].ljust(36, "0")
         self.conversation.handle = handle
         self.emulator.conversations[handle] = self.conversation
@@ -398,6 +401,8 @@ class GeminiLiveEmulator:
         vad_threshold: float = DEFAULT_VAD_THRESHOLD,
     ) -> None:
         self.api_key = api_key
+        # The same host answers generateContent (summaries), as the service does.
+        self.generate = GenerateContentEmulator(api_key)
         self.script_factory = script_factory
         self.chunk_ms = chunk_ms
         self.delta_interval = delta_interval
@@ -407,6 +412,7 @@ class GeminiLiveEmulator:
         self.conversations: dict[str, Conversation] = {}
         self.tool_outputs: list[tuple[str, dict[str, Any]]] = []
         self.connection_attempts = 0
+        self.issue_handles = True  # False: no sessionResumptionUpdate (nothing resumable yet)
         self.reject_connections = 0
         self.quota_exhausted = 0
         self._added = asyncio.Event()
@@ -423,6 +429,7 @@ class GeminiLiveEmulator:
 
     def app(self) -> web.Application:
         app = web.Application()
+        self.generate.add_routes(app)
         app.router.add_get("/{path:.*}", self._handle)
         app.on_shutdown.append(self._close_all)
         return app

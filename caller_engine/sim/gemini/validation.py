@@ -25,6 +25,9 @@ def _genai_types() -> Any:
     return types
 
 
+genai_types = _genai_types
+
+
 INVALID_ARGUMENT = "Request contains an invalid argument."
 CLIENT_KEYS = ("setup", "clientContent", "realtimeInput", "toolResponse")
 UNSUPPORTED_GENERATION = (

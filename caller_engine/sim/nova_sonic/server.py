@@ -440,7 +440,7 @@ class _Connection(asyncio.Protocol):
                 stream.local_ended = True
                 stream.session.stop()
                 self.forget_if_done(stream)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:  # the stream or the whole connection is closed
             stream.close()
             self.streams.pop(stream.stream_id, None)
         self.write()
