@@ -350,9 +350,9 @@ async def _bench_provider(
         }
     print("\n" + format_tables(levels), file=out)
     if comparison:
-        tool = "with the tool call" if options.tool else "no tool call"
+        cycle = "with the tool call" if options.tool else "no tool call"
         records = "initiate records" if options.record else "no records"
-        print("\n" + format_comparison(comparison, f"{tool}, {records}"), file=out)
+        print("\n" + format_comparison(comparison, f"{cycle}, {records}"), file=out)
     print("\nTargets (informative; a benchmark never fails on timing):", file=out)
     print(format_targets(targets), file=out)
     if notes:
