@@ -452,6 +452,7 @@ class ElevenLabsView:
 class ElevenLabsHarness:
     name = "elevenlabs"
     passthrough = True
+    line_speed = 8.0
 
     def __init__(self, emulator: ElevenLabsEmulator) -> None:
         self.emulator = emulator
