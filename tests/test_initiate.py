@@ -112,7 +112,9 @@ async def test_twilio_unreachable_is_502(api_factory: Any) -> None:
     api = await api_factory(twilio_api_base_url="http://127.0.0.1:9")
     resp = await api.initiate({"callbackId": "cb-down", "to": "+15551234567"})
     assert resp.status == 502
-    assert (await resp.json())["error"]["code"] == "unreachable"
+    error = (await resp.json())["error"]
+    assert error["code"] == "unreachable"
+    assert error["message"] == "Twilio could not be reached: could not connect to 127.0.0.1:9"
 
 
 async def test_retry_of_same_callback_id_does_not_dial_twice(api: Api, twilio: Twilio) -> None:

@@ -16,6 +16,7 @@ from caller_engine.calls.result import CallResult, Summary
 from caller_engine.calls.service import CallService
 from caller_engine.calls.store import CallStore
 from caller_engine.config import Settings
+from caller_engine.failures import describe
 from caller_engine.logging import call_logger
 from caller_engine.metrics import Metrics
 from caller_engine.realtime.base import RealtimeConnector
@@ -129,8 +130,12 @@ class Bridge:
             try:
                 summary = await self.summarizer.summarize(final["fullText"], tool_lines)
             except Exception as exc:
-                summary_error = f"{type(exc).__name__}: {exc}"
-                session.log.warning("summary failed: {}", summary_error)
+                summary_error = (
+                    "the summary model's answer was not a valid summary"
+                    if isinstance(exc, ValueError)
+                    else f"the summary model failed: {describe(exc)}"
+                )
+                session.log.opt(exception=exc).warning("summary failed")
         record = await self.store.get(session.callback_id)
         answered_by = session.answered_by or (record.answered_by if record else None)
         started = datetime.fromtimestamp(session.started_wall, UTC)

@@ -268,7 +268,10 @@ class CallSession:
                 if not task.cancelled() and (exc := task.exception()) is not None:
                     # A bug, not a peer's fault: end this call cleanly, never the process.
                     self.log.opt(exception=exc).error("{} failed; ending the call", task.get_name())
-                    self.error = {"code": "internal_error", "message": repr(exc)}
+                    self.error = {
+                        "code": "internal_error",
+                        "message": "the call's media bridge failed; see the server log",
+                    }
                     await self._hangup("internal error")
             if caller not in done:
                 await asyncio.wait({caller}, timeout=STOP_GRACE)

@@ -131,7 +131,9 @@ class CallService:
                 req.callback_id,
                 {"code": exc.code, "message": exc.message, "httpStatus": exc.http_status},
             )
-            log.warning("Twilio refused the call: code={} {}", exc.code, exc.message)
+            log.opt(exception=exc.__cause__).warning(
+                "Twilio refused the call: code={} {}", exc.code, exc.message
+            )
             raise
         await self.store.dialed(req.callback_id, created.sid, created.status)
         call_logger(req.callback_id, created.sid).info(

@@ -6,7 +6,9 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
+from loguru import logger
 
+from caller_engine.failures import describe
 from caller_engine.results.signing import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
@@ -63,4 +65,5 @@ async def post_result(
     except TimeoutError:
         return Attempt(None, f"timed out after {request_timeout:g} s")
     except (aiohttp.ClientError, OSError) as exc:
-        return Attempt(None, f"{type(exc).__name__}: {exc}")
+        logger.bind(callbackId=callback_id).info("result delivery to {} failed: {!r}", url, exc)
+        return Attempt(None, describe(exc))

@@ -12,6 +12,8 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
+from caller_engine.failures import describe
+
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
 
 
@@ -50,8 +52,8 @@ def _translate(exc: Exception) -> TelephonyError:
         status = 400 if 400 <= exc.status < 500 and exc.status not in (401, 403, 429) else 502
         return TelephonyError(exc.code or exc.status, exc.msg or "Twilio error", status)
     if isinstance(exc, aiohttp.ClientError | TimeoutError | OSError):
-        return TelephonyError("unreachable", f"Twilio could not be reached: {exc!r}", 502)
-    return TelephonyError("unexpected", f"unexpected Twilio client failure: {exc!r}", 502)
+        return TelephonyError("unreachable", f"Twilio could not be reached: {describe(exc)}", 502)
+    return TelephonyError("unexpected", "the Twilio client failed unexpectedly", 502)
 
 
 class TwilioGateway:
