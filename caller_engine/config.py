@@ -8,8 +8,10 @@ import re
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from caller_engine.results.destinations import url_problem
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -79,6 +81,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./caller_engine.db"
     result_webhook_url: str | None = None
     result_webhook_secret: str | None = None
+    # Lets results go to loopback/private/link-local receivers (on-premises, development).
+    result_webhook_allow_private: bool = False
     delivery_retry_period: float = Field(86_400.0, gt=0)
     delivery_backoff_base: float = Field(2.0, gt=0)
     delivery_backoff_cap: float = Field(600.0, gt=0)
@@ -172,6 +176,13 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an absolute http(s) URL")
         return value.strip()
+
+    @model_validator(mode="after")
+    def _result_webhook_destination(self) -> Settings:
+        url = self.result_webhook_url
+        if url and not self.result_webhook_allow_private and (problem := url_problem(url)):
+            raise ValueError(f"RESULT_WEBHOOK_URL: {problem}")
+        return self
 
     @field_validator("result_webhook_secret")
     @classmethod

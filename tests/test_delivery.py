@@ -326,6 +326,7 @@ async def test_cli_retry_resends_the_result(
             "TWILIO_PHONE_NUMBER": settings.twilio_phone_number,
             "OPENAI_API_KEY": "sk-test",
             "RESULT_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "RESULT_WEBHOOK_ALLOW_PRIVATE": "true",
         }
         proc = await asyncio.create_subprocess_exec(
             sys.executable,

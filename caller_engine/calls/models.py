@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from caller_engine.results.destinations import url_problem
 
 if TYPE_CHECKING:
     from caller_engine.calls.result import CallResult
@@ -42,12 +44,16 @@ class InitiateRequest(BaseModel):
 
     @field_validator("result_webhook_url")
     @classmethod
-    def _webhook_url(cls, value: str | None) -> str | None:
+    def _webhook_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Validate with `context={"allow_private": True}` to allow inward destinations."""
         if value is None:
             return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an absolute http(s) URL")
+        allow_private = bool((info.context or {}).get("allow_private"))
+        if not allow_private and (problem := url_problem(value)) is not None:
+            raise ValueError(problem)
         return value
 
 

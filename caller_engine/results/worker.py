@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 from loguru import logger
 
 from caller_engine.calls.models import CallRecord, utcnow
 from caller_engine.config import Settings
 from caller_engine.logging import call_logger
+from caller_engine.results.destinations import GuardedResolver, url_problem
 from caller_engine.results.outbox import Claim, Outbox
 from caller_engine.results.policy import RetryPolicy, classify, next_attempt, retry_after
 from caller_engine.results.sender import Attempt, post_result
@@ -42,6 +44,7 @@ class DeliveryConfig:
     concurrency: int = 8
     result_grace: float = 600.0
     sweep_interval: float = 30.0
+    allow_private: bool = False
     policy: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod
@@ -55,6 +58,7 @@ class DeliveryConfig:
             concurrency=settings.delivery_concurrency,
             result_grace=settings.result_grace,
             sweep_interval=min(30.0, max(settings.delivery_poll_interval, settings.result_grace)),
+            allow_private=settings.result_webhook_allow_private,
             policy=RetryPolicy(
                 backoff_base=settings.delivery_backoff_base,
                 backoff_cap=settings.delivery_backoff_cap,
@@ -75,11 +79,15 @@ class DeliveryWorker:
         *,
         owner: str | None = None,
         on_missing_result: MissingResultHandler | None = None,
+        resolver: AbstractResolver | None = None,
     ) -> None:
+        """`resolver` resolves webhook host names (the system's by default); unless
+        private destinations are allowed, only public addresses it returns are used."""
         self.outbox = outbox
         self.config = config
         self.owner = owner or instance_id()
         self.on_missing_result = on_missing_result
+        self._resolver = resolver
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -159,7 +167,10 @@ class DeliveryWorker:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            resolver = self._resolver
+            if not self.config.allow_private:
+                resolver = GuardedResolver(resolver)
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver))
         return self._session
 
     async def run_once(self, callback_id: str | None = None) -> int:
@@ -172,6 +183,10 @@ class DeliveryWorker:
         return len(claims)
 
     async def _deliver(self, claim: Claim) -> None:
+        problem = None if self.config.allow_private else url_problem(claim.url)
+        if problem is not None:
+            await self.settle(claim, Attempt(None, f"{claim.url}: {problem}", refused=True))
+            return
         attempt = await post_result(
             self._http(),
             claim.url,
@@ -185,7 +200,7 @@ class DeliveryWorker:
     async def settle(self, claim: Claim, attempt: Attempt) -> str:
         """Record an attempt's outcome; what became of the delivery."""
         log = call_logger(claim.callback_id)
-        verdict = classify(attempt.status)
+        verdict = "reject" if attempt.refused else classify(attempt.status)
         if verdict == "delivered" and attempt.status is not None:
             kept = await self.outbox.succeeded(claim, attempt.status)
             log.info("result delivered (attempt {}, HTTP {})", claim.attempt, attempt.status)

@@ -160,6 +160,7 @@ async def start_world(
         "database_url": f"sqlite:///{tmpdir}/calls.db",
         "result_webhook_url": orch_srv.url + "/results",
         "result_webhook_secret": webhook_secret,
+        "result_webhook_allow_private": True,  # the orchestrator emulator is on loopback
         **scenario.settings,
         **(overrides or {}),
     }
