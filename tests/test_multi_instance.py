@@ -104,18 +104,18 @@ async def test_a_crashed_instance_delivery_is_picked_up_by_another(
     cluster: Instances, orchestrator: Orchestrator
 ) -> None:
     receiver, url = orchestrator
-    b = await cluster.start(result_webhook_url=url)
-    store = b.services.store
-    await store.create(CallRecord("cb-crash", "+15551234567", False, AgentOverrides()))
-    # Queue the result while B's worker sleeps, and lease it to an instance that then dies.
+    # An instance queues the result and leases its delivery, then dies; B starts after.
     crashed = await cluster.database.open_store()
     try:
+        await crashed.create(CallRecord("cb-crash", "+15551234567", False, AgentOverrides()))
         result = CallResult(callbackId="cb-crash", callSid=None, status="no-answer")
         assert await crashed.save_result(result, source="record", default_url=url)
         [claim] = await crashed.outbox.claim("crashed-instance", lease=1.5, limit=1)
     finally:
         await crashed.close()
     assert claim.attempt == 1
+    b = await cluster.start(result_webhook_url=url)
+    store = b.services.store
     await asyncio.sleep(0.2)
     assert receiver.received == []  # the lease still holds
     delivered = await receiver.wait_for("cb-crash")

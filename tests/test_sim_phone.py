@@ -273,8 +273,9 @@ async def test_answered_call_then_hang_up_through_rest(world_factory: WorldFacto
     assert media.ws_url == world.api.root.replace("http", "ws") + "/media-stream"
     assert media.custom_parameters == expected
     await eventually(lambda: not media.closed.is_set() and media.started_at is not None)
-    record = await world.record("cb-1")
-    await eventually(lambda: record.stream_sid == media.stream_sid)  # the server read `start`
+    async with asyncio.timeout(5):  # the server read `start` and stored it
+        while (await world.record("cb-1")).stream_sid != media.stream_sid:
+            await asyncio.sleep(0.01)
 
     # async AMD
     [amd] = call.amd_callbacks
