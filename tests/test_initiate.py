@@ -68,7 +68,7 @@ async def test_bad_bodies_name_the_field(api: Api, twilio: Twilio) -> None:
         ({"callbackId": "x" * 129, "to": "+15551234567"}, "callbackId"),
         ({"to": "+15551234567"}, "callbackId"),
         ({"callbackId": "cb", "to": "+15551234567", "record": "maybe"}, "record"),
-        ({"callbackId": "cb", "to": "+15551234567", "agent": {"tools": ["nope"]}}, "agent.tools"),
+        ({"callbackId": "cb", "to": "+15551234567", "agent": {"tools": ["nope"]}}, "agent.tools.0"),
     ]
     for body, field in cases:
         resp = await api.initiate(body)
@@ -134,3 +134,14 @@ async def test_failed_dial_may_be_retried(api: Api, twilio: Twilio) -> None:
     retry = await api.initiate(body)
     assert retry.status == 200 and "duplicate" not in await retry.json()
     assert len(twilio[0].calls) == 1
+
+
+async def test_a_tool_this_deployment_does_not_offer_is_named(api: Api) -> None:
+    body = {"callbackId": "cb-tools", "to": "+15551234567", "agent": {"tools": ["send_email"]}}
+    resp = await api.initiate(body)
+    assert resp.status == 422
+    [field] = (await resp.json())["error"]["fields"]
+    assert field == {
+        "field": "agent.tools",
+        "message": "not enabled on this deployment: send_email",
+    }

@@ -9,12 +9,13 @@ check-then-insert. Saving a result and queueing its delivery happen in one trans
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import ColumnElement, Row, and_, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -27,11 +28,13 @@ from caller_engine.calls.schema import calls, deliveries
 from caller_engine.calls.sql_engine import create_engine, prepare
 from caller_engine.calls.sql_rows import delivery_from_row, record_from_row, record_values
 from caller_engine.calls.store import DuplicateCall
+from caller_engine.failures import describe
 from caller_engine.results.payload import encode_result
 from caller_engine.results.rules import ResultSource, takes_result
 from caller_engine.results.sql_outbox import SqlOutbox
 
 Clock = Callable[[], datetime]
+PING_TIMEOUT = 2.0
 
 
 class SqlCallStore:
@@ -56,6 +59,15 @@ class SqlCallStore:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(PING_TIMEOUT), self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            logger.warning("database ping failed: {}", describe(exc))
+            return False
+        return True
 
     # -- reading ---------------------------------------------------------------------
 

@@ -68,6 +68,9 @@ class CallStore(Protocol):
     ) -> list[CallRecord]:
         """Most recent first; `before` is the (created_at, callback_id) of the last seen."""
 
+    async def ping(self) -> bool:
+        """Whether the store answers now (within a couple of seconds)."""
+
     async def close(self) -> None: ...
 
 
@@ -177,6 +180,9 @@ class MemoryCallStore:
             and (since is None or r.created_at >= since)
             and (before is None or (r.created_at, r.callback_id) < before)
         ][:limit]
+
+    async def ping(self) -> bool:
+        return True
 
     async def close(self) -> None:
         return None

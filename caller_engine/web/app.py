@@ -25,12 +25,18 @@ from caller_engine.tools.end_call import END_CALL
 from caller_engine.tools.google_client import GoogleApis
 from caller_engine.tools.registry import Tool, ToolRegistry
 from caller_engine.transcript.summary import Summarizer
-from caller_engine.web import calls, health, media, metrics, records, twiml, webhooks
+from caller_engine.web import calls, health, media, metrics, openapi, records, twiml, webhooks
 from caller_engine.web.errors import error_middleware
 from caller_engine.web.state import SERVICES, Services
 
 MAX_BODY_BYTES = 256 * 1024
+OPENAPI_DOCUMENT = openapi.render()
 NO_RESULT = {"code": "no_result", "message": "the call ended but its post-call result never came"}
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document of the orchestrator API (the same as openapi.json)."""
+    return web.Response(body=OPENAPI_DOCUMENT, content_type="application/json")
 
 
 def build_tools(
@@ -43,6 +49,8 @@ def build_tools(
 def create_app(settings: Settings, *, store: CallStore | None = None) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
     app.router.add_get("/health", health.health)
+    app.router.add_get("/ready", health.ready)
+    app.router.add_get("/openapi.json", openapi_json)
     app.router.add_post("/call/initiate", calls.initiate)
     app.router.add_route("GET", "/twiml/outbound", twiml.outbound)
     app.router.add_route("POST", "/twiml/outbound", twiml.outbound)

@@ -43,7 +43,12 @@ async def initiate(request: web.Request) -> web.Response:
             422,
             "invalid_request",
             "invalid request body",
-            fields=[{"field": "agent.tools", "message": f"unknown tools: {', '.join(unknown)}"}],
+            fields=[
+                {
+                    "field": "agent.tools",
+                    "message": f"not enabled on this deployment: {', '.join(unknown)}",
+                }
+            ],
         )
     try:
         outcome = await services.calls.initiate(req)

@@ -43,12 +43,13 @@ def twilio_request_error(
     """None when the request is signed by Twilio (or validation is off).
 
     The URL is rebuilt from BASE_URL, because behind a proxy the socket's URL is not
-    the one Twilio signed.
+    the one Twilio signed, with the request target exactly as sent (a normalized one would
+    turn the %3A of a callbackId into ':' and no longer match).
     """
     settings = request.app[SERVICES].settings
     if not settings.twilio_validate_signatures:
         return None
-    path = request.rel_url.path_qs
+    path = request.raw_path
     url = settings.public_ws_url(path) if websocket else settings.public_url(path)
     signature = request.headers.get("X-Twilio-Signature")
     if twilio_signature_valid(settings.twilio_auth_token, url, params, signature):
