@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     delivery_lease: float = Field(60.0, gt=0)
     delivery_concurrency: int = Field(8, ge=1, le=100)
     result_grace: float = Field(600.0, gt=0)
+    # Writes kept in memory while the database is unavailable (stream events, results, ...).
+    pending_writes_limit: int = Field(5_000, ge=1)
 
     # Google tools
     enable_calendar_tools: bool = False

@@ -11,6 +11,7 @@ from caller_engine.bridge.config import session_config
 from caller_engine.bridge.prewarm import Prewarmer
 from caller_engine.bridge.registry import ActiveCalls
 from caller_engine.bridge.session import MACHINE, CallSession
+from caller_engine.calls.availability import StoreUnavailable
 from caller_engine.calls.models import AgentOverrides, CallRecord
 from caller_engine.calls.result import CallResult, Summary
 from caller_engine.calls.service import CallService
@@ -64,7 +65,13 @@ class Bridge:
 
     async def prewarm(self, callback_id: str, call_sid: str) -> None:
         """Twilio fetched the TwiML: the call is answered. Open the model session now."""
-        record = await self.store.get(callback_id)
+        try:
+            record = await self.store.get(callback_id)
+        except StoreUnavailable as exc:
+            call_logger(callback_id, call_sid).warning(
+                "database unavailable ({}): the default agent takes the call", exc
+            )
+            record = None
         agent = record.agent if record is not None else AgentOverrides()
         config = session_config(self.settings, agent, self.tools_for(agent))
         self.prewarmer.start(call_sid, config, record)
@@ -136,7 +143,10 @@ class Bridge:
                     else f"the summary model failed: {describe(exc)}"
                 )
                 session.log.opt(exception=exc).warning("summary failed")
-        record = await self.store.get(session.callback_id)
+        try:
+            record = await self.store.get(session.callback_id)
+        except StoreUnavailable:
+            record = None  # the result does not wait for the database
         answered_by = session.answered_by or (record.answered_by if record else None)
         started = datetime.fromtimestamp(session.started_wall, UTC)
         ended = datetime.fromtimestamp(session.started_wall + duration, UTC)

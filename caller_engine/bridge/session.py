@@ -20,6 +20,7 @@ from caller_engine.bridge.metrics import CallMetrics
 from caller_engine.bridge.playback import BYTES_PER_MS, PlaybackTracker, b64_decoded_len
 from caller_engine.bridge.prewarm import Warm
 from caller_engine.bridge.turns import TurnState
+from caller_engine.calls.availability import StoreUnavailable
 from caller_engine.calls.models import AgentOverrides, CallRecord
 from caller_engine.calls.result import ToolCallRecord
 from caller_engine.logging import call_logger
@@ -175,7 +176,11 @@ class CallSession:
         if self._warm is not None and self._warm.record is not None:
             record: CallRecord | None = self._warm.record
         else:
-            record = await self.bridge.store.get(self.callback_id)
+            try:
+                record = await self.bridge.store.get(self.callback_id)
+            except StoreUnavailable as exc:
+                self.log.warning("database unavailable ({}): the default agent takes the call", exc)
+                record = None
         if record is not None:
             self.agent = record.agent
             self.callee = record.to
@@ -199,8 +204,11 @@ class CallSession:
         """After the greeting is under way: write the stream start, and catch an answering-
         machine result that arrived between the TwiML fetch and this stream."""
         assert self.stream_sid is not None
-        await self.bridge.store.stream_started(self.callback_id, self.stream_sid)
-        if self.answered_by is None:
+        store, callback_id, stream_sid = self.bridge.store, self.callback_id, self.stream_sid
+        stored = await self.bridge.calls.pending.attempt(
+            "stream start", callback_id, lambda: store.stream_started(callback_id, stream_sid)
+        )
+        if stored and self.answered_by is None:
             record = await self.bridge.store.get(self.callback_id)
             answered_by = record.answered_by if record is not None else None
             if answered_by in MACHINE and self.answered_by is None:
@@ -300,7 +308,10 @@ class CallSession:
         counters = self.bridge.metrics
         counters.malformed_frames.inc(self.metrics.malformed + self.metrics.media_before_start)
         counters.dropped_frames.inc(self.metrics.dropped_in)
-        await self.bridge.store.stream_stopped(self.callback_id)
+        store, callback_id = self.bridge.store, self.callback_id
+        await self.bridge.calls.pending.attempt(
+            "stream stop", callback_id, lambda: store.stream_stopped(callback_id)
+        )
         self.log.info(
             "stream ended ({}) after {:.1f} s", self.end_reason, self.stopped_at - self.started_at
         )

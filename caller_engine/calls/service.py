@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from caller_engine.calls.availability import StoreUnavailable
 from caller_engine.calls.models import CallRecord, InitiateRequest
+from caller_engine.calls.pending import PendingWrites
 from caller_engine.calls.result import CallResult, ResultSink
 from caller_engine.calls.status import event_from_params
 from caller_engine.calls.store import CallStore, DuplicateCall
@@ -47,6 +50,8 @@ class CallService:
         self._answered_by_listeners: list[AnsweredByListener] = []
         self._sinks: list[ResultSink] = []
         self.duplicate_wait = DUPLICATE_WAIT
+        # Writes the database could not take now (it is down): retried until stored.
+        self.pending = PendingWrites(limit=settings.pending_writes_limit)
 
     def add_sink(self, sink: ResultSink) -> None:
         self._sinks.append(sink)
@@ -54,7 +59,17 @@ class CallService:
     async def finish(self, result: CallResult, *, source: ResultSource = "bridge") -> bool:
         """A call is over and post-processed: keep its result, queue its delivery to the
         orchestrator and hand it on. False (and nothing handed on) when the call already
-        has its result; see results.rules for which one wins."""
+        has its result (see results.rules for which one wins), or when the database is
+        unavailable: then it is kept and handed on once the database is back."""
+        kept: list[bool] = []
+
+        async def write() -> None:
+            kept.append(await self._finish(result, source))
+
+        await self.pending.attempt(f"{source} result", result.callbackId, write)
+        return bool(kept and kept[0])
+
+    async def _finish(self, result: CallResult, source: ResultSource) -> bool:
         kept = await self.store.save_result(
             result, source=source, default_url=self.settings.result_webhook_url
         )
@@ -127,20 +142,30 @@ class CallService:
                 )
             )
         except TelephonyError as exc:
-            await self.store.dial_failed(
+            error = {"code": exc.code, "message": exc.message, "httpStatus": exc.http_status}
+            await self.pending.attempt(
+                "failed dial",
                 req.callback_id,
-                {"code": exc.code, "message": exc.message, "httpStatus": exc.http_status},
+                lambda: self.store.dial_failed(req.callback_id, error),
             )
             log.opt(exception=exc.__cause__).warning(
                 "Twilio refused the call: code={} {}", exc.code, exc.message
             )
             raise
-        await self.store.dialed(req.callback_id, created.sid, created.status)
+        # The call exists now: answer with it even if the database just went away (the
+        # CallSid is written when it is back; its callbacks find it by callbackId anyway).
+        stored_now = await self.pending.attempt(
+            "CallSid",
+            req.callback_id,
+            lambda: self.store.dialed(req.callback_id, created.sid, created.status),
+        )
         call_logger(req.callback_id, created.sid).info(
             "call created to={} status={}", _mask(req.to), created.status
         )
-        stored = await self.store.get(req.callback_id)
-        return InitiateOutcome(stored or record, duplicate=False)
+        record.call_sid, record.status = created.sid, created.status
+        with contextlib.suppress(StoreUnavailable):
+            record = (await self.store.get(req.callback_id) if stored_now else None) or record
+        return InitiateOutcome(record, duplicate=False)
 
     async def _settled(self, record: CallRecord) -> CallRecord:
         """A duplicate that races the first request waits until that one has dialed (or

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 WAL_ATTEMPTS = 100
@@ -102,4 +105,33 @@ def _serialize_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        deferred = conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+
+
+_READ_ONLY = "caller_engine_read_only"
+_WRITERS: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads. On SQLite its transaction is deferred: in WAL mode readers
+    take no lock, so they neither wait for writers nor make them wait."""
+    async with engine.connect() as conn:
+        if is_sqlite(engine):
+            await conn.execution_options(**{_READ_ONLY: True})
+        yield conn
+
+
+@asynccontextmanager
+async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A write transaction (committed on success). On SQLite the writers of this process
+    queue on a lock of their own instead of on SQLite's busy timeout, which a busy event
+    loop (the lock holder's next statement waits for its turn) could exhaust."""
+    if not is_sqlite(engine):
+        async with engine.begin() as conn:
+            yield conn
+        return
+    lock = _WRITERS.setdefault(engine, asyncio.Lock())
+    async with lock, engine.begin() as conn:
+        yield conn

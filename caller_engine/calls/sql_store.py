@@ -5,6 +5,7 @@ PostgreSQL, BEGIN IMMEDIATE on SQLite), applies one pure mutation and writes the
 so callbacks for one call arriving at several instances at once never lose each other's
 changes. Creation relies on the primary key (INSERT … ON CONFLICT DO NOTHING), never on a
 check-then-insert. Saving a result and queueing its delivery happen in one transaction.
+A database that is down, locked or full raises StoreUnavailable (calls.availability).
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from caller_engine.calls import mutations
+from caller_engine.calls.availability import guarded
 from caller_engine.calls.migrations import upgrade
 from caller_engine.calls.models import CallRecord, StatusEvent, utcnow
 from caller_engine.calls.result import CallResult
 from caller_engine.calls.schema import calls, deliveries
-from caller_engine.calls.sql_engine import create_engine, prepare
+from caller_engine.calls.sql_engine import create_engine, prepare, reading, writing
 from caller_engine.calls.sql_rows import delivery_from_row, record_from_row, record_values
 from caller_engine.calls.store import DuplicateCall
 from caller_engine.failures import describe
@@ -62,7 +64,7 @@ class SqlCallStore:
 
     async def ping(self) -> bool:
         try:
-            async with asyncio.timeout(PING_TIMEOUT), self.engine.connect() as conn:
+            async with asyncio.timeout(PING_TIMEOUT), reading(self.engine) as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:
             logger.warning("database ping failed: {}", describe(exc))
@@ -85,18 +87,21 @@ class SqlCallStore:
         return record_from_row(mapping, delivery)
 
     async def _one(self, where: ColumnElement[bool]) -> CallRecord | None:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             row = (await conn.execute(self._select().where(where))).first()
         return self._record(row) if row is not None else None
 
+    @guarded
     async def get(self, callback_id: str) -> CallRecord | None:
         return await self._one(calls.c.callback_id == callback_id)
 
+    @guarded
     async def find_by_sid(self, call_sid: str) -> CallRecord | None:
         if not call_sid:
             return None
         return await self._one(calls.c.call_sid == call_sid)
 
+    @guarded
     async def list_calls(
         self,
         *,
@@ -120,18 +125,19 @@ class SqlCallStore:
                 )
             )
         query = query.order_by(calls.c.created_at.desc(), calls.c.callback_id.desc()).limit(limit)
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = (await conn.execute(query)).all()
         return [self._record(r) for r in rows]
 
     # -- creating --------------------------------------------------------------------
 
+    @guarded
     async def create(self, record: CallRecord) -> None:
         """Insert; raise DuplicateCall when the callbackId exists, unless its last dial
         attempt failed, in which case this attempt takes the record over atomically."""
         now = self.clock()
         values = record_values(record)
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
             stmt = (
                 insert(calls)
@@ -172,18 +178,20 @@ class SqlCallStore:
     async def _change(
         self, where: ColumnElement[bool], change: Callable[[CallRecord], bool]
     ) -> CallRecord | None:
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             record = await self._locked(conn, where)
             if record is not None and change(record):
                 await self._write(conn, record)
         return record
 
+    @guarded
     async def dialed(self, callback_id: str, call_sid: str, status: str) -> None:
         await self._change(
             calls.c.callback_id == callback_id,
             lambda r: mutations.apply_dialed(r, call_sid, status),
         )
 
+    @guarded
     async def dial_failed(self, callback_id: str, error: dict[str, Any]) -> None:
         now = self.clock()
         await self._change(
@@ -201,7 +209,7 @@ class SqlCallStore:
         call carries another CallSid, the CallSid alone decides."""
         if not call_sid:
             return None
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             record = None
             if callback_id:
                 record = await self._locked(conn, calls.c.callback_id == callback_id)
@@ -216,6 +224,7 @@ class SqlCallStore:
                 await self._write(conn, record)
         return record
 
+    @guarded
     async def add_status(
         self, call_sid: str, event: StatusEvent, callback_id: str | None = None
     ) -> CallRecord | None:
@@ -224,6 +233,7 @@ class SqlCallStore:
             call_sid, callback_id, lambda r: mutations.apply_status(r, event, now)
         )
 
+    @guarded
     async def set_answered_by(
         self, call_sid: str, answered_by: str, callback_id: str | None = None
     ) -> CallRecord | None:
@@ -231,6 +241,7 @@ class SqlCallStore:
             call_sid, callback_id, lambda r: mutations.apply_answered_by(r, answered_by)
         )
 
+    @guarded
     async def stream_started(self, callback_id: str, stream_sid: str) -> None:
         now = self.clock()
         await self._change(
@@ -238,6 +249,7 @@ class SqlCallStore:
             lambda r: mutations.apply_stream_started(r, stream_sid, now),
         )
 
+    @guarded
     async def stream_stopped(self, callback_id: str) -> None:
         now = self.clock()
         await self._change(
@@ -247,6 +259,7 @@ class SqlCallStore:
 
     # -- results ---------------------------------------------------------------------
 
+    @guarded
     async def save_result(
         self,
         result: CallResult,
@@ -260,7 +273,7 @@ class SqlCallStore:
         goes to the call's own resultWebhookUrl, else `default_url`, else nowhere.
         """
         now = self.clock()
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             record = await self._locked(conn, calls.c.callback_id == result.callbackId)
             if record is None:
                 logger.bind(callbackId=result.callbackId).warning("result for an unknown call")

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from caller_engine.calls.models import TERMINAL_STATUSES, CallRecord, utcnow
 from caller_engine.calls.result import CallResult
 from caller_engine.calls.schema import UtcDateTime, calls, deliveries
+from caller_engine.calls.sql_engine import reading, writing
 from caller_engine.calls.sql_rows import delivery_from_row, record_from_row
 from caller_engine.results.outbox import Claim, NoResult, NoUrl
 from caller_engine.results.payload import encode_result
@@ -56,7 +57,7 @@ class SqlOutbox:
             .with_for_update(skip_locked=True)
         )
         claims: list[Claim] = []
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             for row in (await conn.execute(query)).all():
                 attempt = int(row.attempts) + 1
                 await conn.execute(
@@ -92,7 +93,7 @@ class SqlOutbox:
             )
             .values(lease_owner=None, lease_until=None, **values)
         )
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             return bool((await conn.execute(stmt)).rowcount == 1)
 
     async def succeeded(self, claim: Claim, status: int) -> bool:
@@ -125,14 +126,14 @@ class SqlOutbox:
             .where(deliveries.c.lease_owner == owner, deliveries.c.state == "pending")
             .values(lease_owner=None, lease_until=None)
         )
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             return int((await conn.execute(stmt)).rowcount)
 
     async def requeue(
         self, callback_id: str, default_url: str | None, *, url: str | None = None
     ) -> DeliveryState:
         now = self.clock()
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             row = (
                 await conn.execute(
                     select(calls.c.result, calls.c.result_webhook_url)
@@ -184,7 +185,7 @@ class SqlOutbox:
         due = func.coalesce(deliveries.c.lease_until, deliveries.c.next_attempt_at)
         earliest = type_coerce(func.min(due), UtcDateTime())
         query = select(earliest).where(deliveries.c.state == "pending")
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             value: datetime | None = (await conn.execute(query)).scalar()
         return value
 
@@ -201,6 +202,6 @@ class SqlOutbox:
             .order_by(calls.c.ended_at)
             .limit(limit)
         )
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = (await conn.execute(query)).all()
         return [record_from_row(r._mapping) for r in rows]

@@ -23,6 +23,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 from loguru import logger
 
+from caller_engine.calls.availability import is_unavailable, reason
 from caller_engine.calls.models import CallRecord, utcnow
 from caller_engine.config import Settings
 from caller_engine.logging import call_logger
@@ -150,8 +151,11 @@ class DeliveryWorker:
                 delay = await self._idle_delay()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("result delivery loop failed; retrying")
+            except Exception as exc:
+                if is_unavailable(exc):
+                    logger.warning("result delivery waits for the database: {}", reason(exc))
+                else:
+                    logger.exception("result delivery loop failed; retrying")
                 delay = self.config.poll_interval
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)

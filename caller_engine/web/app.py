@@ -118,6 +118,7 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
         yield
         await active.close_all("server shutdown")
         await bridge.close()
+        await call_service.pending.stop()
         if worker is not None:
             await worker.stop(flush=True)
         await openai_client.close()

@@ -9,6 +9,10 @@ import orjson
 from aiohttp import web
 from loguru import logger
 
+from caller_engine.calls.availability import StoreUnavailable
+
+RETRY_AFTER_S = 5
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -46,6 +50,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         for name in ("Allow", "Retry-After"):  # what the client must know to do better
             if name in exc.headers:
                 answer.headers[name] = exc.headers[name]
+        return answer
+    except StoreUnavailable as exc:
+        logger.warning("{} {}: database unavailable ({})", request.method, request.path, exc)
+        answer = json_error(
+            503, "database_unavailable", "the call database is unavailable; retry shortly"
+        )
+        answer.headers["Retry-After"] = str(RETRY_AFTER_S)
         return answer
     except Exception:
         logger.exception("unhandled error in {} {}", request.method, request.path)
