@@ -23,14 +23,16 @@ async def test_initiate_dials_with_exact_parameters(api: Api, twilio: Twilio) ->
     assert form["From"] == "+15550001111"
     assert form["Url"] == f"{PUBLIC_BASE}/twiml/outbound?callbackId=cb-1"
     assert form["Method"] == "POST"
-    assert form["StatusCallback"] == f"{PUBLIC_BASE}/webhooks/call-status?callbackId=cb-1"
+    # Twilio retries a callback we answer 5xx (or cannot be reached for) up to 5 times.
+    retry = "#rc=5&rp=5xx,ct,rt"
+    assert form["StatusCallback"] == f"{PUBLIC_BASE}/webhooks/call-status?callbackId=cb-1{retry}"
     assert form.getall("StatusCallbackEvent") == ["initiated", "ringing", "answered", "completed"]
     assert form["StatusCallbackMethod"] == "POST"
     assert form["TimeLimit"] == "300"
     assert form["Record"] == "true"
     assert form["MachineDetection"] == "Enable"
     assert form["AsyncAmd"] == "true"
-    assert form["AsyncAmdStatusCallback"] == f"{PUBLIC_BASE}/webhooks/amd?callbackId=cb-1"
+    assert form["AsyncAmdStatusCallback"] == f"{PUBLIC_BASE}/webhooks/amd?callbackId=cb-1{retry}"
     assert form["AsyncAmdStatusCallbackMethod"] == "POST"
 
 

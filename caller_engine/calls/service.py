@@ -19,7 +19,12 @@ from caller_engine.config import Settings
 from caller_engine.logging import call_logger
 from caller_engine.results.build import result_from_record
 from caller_engine.results.rules import ResultSource
-from caller_engine.telephony.rest import CallRequest, TelephonyError, TwilioGateway
+from caller_engine.telephony.rest import (
+    CALLBACK_RETRY,
+    CallRequest,
+    TelephonyError,
+    TwilioGateway,
+)
 
 MACHINE_ANSWERS = frozenset(
     {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
@@ -97,8 +102,8 @@ class CallService:
         s = self.settings
         return (
             s.public_url("/twiml/outbound" + q),
-            s.public_url("/webhooks/call-status" + q),
-            s.public_url("/webhooks/amd" + q),
+            s.public_url("/webhooks/call-status" + q) + CALLBACK_RETRY,
+            s.public_url("/webhooks/amd" + q) + CALLBACK_RETRY,
         )
 
     async def initiate(self, req: InitiateRequest) -> InitiateOutcome:

@@ -15,6 +15,10 @@ from twilio.rest import Client
 from caller_engine.failures import describe
 
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+# Twilio's webhook connection overrides (a URL fragment Twilio reads and does not send):
+# retry up to 5 times on a 5xx answer, a connect timeout or a read timeout. Status and AMD
+# callbacks are answered 503 while they cannot be stored, so Twilio sends them again.
+CALLBACK_RETRY = "#rc=5&rp=5xx,ct,rt"
 
 
 class TelephonyError(Exception):
