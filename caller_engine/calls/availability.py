@@ -12,6 +12,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import exc as sa
 
+UNAVAILABLE_CLASSES = frozenset({"08", "53", "57"})
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -25,6 +27,11 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, StoreUnavailable | OSError | TimeoutError):
         return True
     if isinstance(exc, sa.DBAPIError) and exc.connection_invalidated:
+        return True
+    # PostgreSQL: connection exception (08), insufficient resources such as a full disk
+    # (53), operator intervention: shutting down or starting up (57).
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate[:2] in UNAVAILABLE_CLASSES:
         return True
     # Connection failures, "database is locked", "database or disk is full", shutdowns.
     return isinstance(exc, sa.OperationalError | sa.InterfaceError | sa.DisconnectionError)

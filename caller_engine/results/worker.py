@@ -94,6 +94,7 @@ class DeliveryWorker:
         self._session: aiohttp.ClientSession | None = None
         self._last_sweep = 0.0
         self._stopping = False
+        self._database_down = False
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -146,6 +147,9 @@ class DeliveryWorker:
                     self._last_sweep = loop.time()
                     await self.sweep_once()
                 sent = await self.run_once()
+                if self._database_down:
+                    self._database_down = False
+                    logger.info("result delivery resumes: the database is back")
                 if sent or self._stopping:
                     continue  # there may be more due right away
                 delay = await self._idle_delay()
@@ -153,7 +157,9 @@ class DeliveryWorker:
                 raise
             except Exception as exc:
                 if is_unavailable(exc):
-                    logger.warning("result delivery waits for the database: {}", reason(exc))
+                    if not self._database_down:  # once per outage, not once per poll
+                        logger.warning("result delivery waits for the database: {}", reason(exc))
+                    self._database_down = True
                 else:
                     logger.exception("result delivery loop failed; retrying")
                 delay = self.config.poll_interval
