@@ -8,9 +8,23 @@ import re
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from caller_engine.calls.transfer import (
+    TargetError,
+    TransferTarget,
+    merge_configured,
+    parse_targets,
+    parse_targets_file,
+)
 from caller_engine.results.destinations import url_problem
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -76,6 +90,15 @@ class Settings(BaseSettings):
     call_time_limit: int = Field(300, ge=10, le=14400)
     voicemail_action: Literal["hangup", "message"] = "hangup"
     voicemail_message: str = ""
+
+    # Hand-off to a person (transfer_call)
+    transfer_targets: str = ""  # name=+E164,name=+E164
+    transfer_targets_file: str | None = None  # JSON list of {name, number, description}
+    transfer_hold_music_url: str | None = None
+    transfer_ring_timeout: int = Field(20, ge=5, le=600)
+    transfer_whisper_timeout: int = Field(6, ge=1, le=60)
+    transfer_time_limit: int = Field(14_400, ge=60, le=86_400)
+    _transfer_targets: list[TransferTarget] = PrivateAttr(default_factory=list)
 
     # Call records and result delivery to the orchestrator
     database_url: str = "sqlite:///./caller_engine.db"
@@ -231,7 +254,46 @@ class Settings(BaseSettings):
             return value.replace("\\n", "\n")
         return value
 
+    @field_validator("transfer_hold_music_url")
+    @classmethod
+    def _hold_music(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL of an audio file")
+        return value
+
+    @model_validator(mode="after")
+    def _targets(self) -> Settings:
+        try:
+            from_file: list[TransferTarget] = []
+            if self.transfer_targets_file:
+                try:
+                    with open(self.transfer_targets_file, encoding="utf-8") as f:
+                        text = f.read()
+                except OSError as exc:
+                    raise TargetError(f"cannot be read ({exc.strerror})") from None
+                try:
+                    from_file = parse_targets_file(text)
+                except TargetError as exc:
+                    raise TargetError(f"TRANSFER_TARGETS_FILE: {exc}") from None
+            from_env = parse_targets(self.transfer_targets)
+        except TargetError as exc:
+            message = str(exc)
+            prefix = "" if message.startswith("TRANSFER_TARGETS_FILE") else "TRANSFER_TARGETS: "
+            if "cannot be read" in message:
+                prefix = "TRANSFER_TARGETS_FILE: "
+            raise ValueError(prefix + message) from None
+        self._transfer_targets = merge_configured(from_env, from_file)
+        return self
+
     # Derived values
+
+    @property
+    def configured_transfer_targets(self) -> list[TransferTarget]:
+        """TRANSFER_TARGETS_FILE's targets with TRANSFER_TARGETS' over them."""
+        return list(self._transfer_targets)
 
     def public_url(self, path: str) -> str:
         """Public http(s) URL of a path on this service."""

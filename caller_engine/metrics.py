@@ -71,6 +71,18 @@ class Metrics:
             "Caller audio frames dropped because the model socket was backed up or reconnecting",
             registry=r,
         )
+        self.transfers = Counter(
+            "caller_engine_transfers",
+            "Hand-offs to a person by outcome (connected, no-answer, busy, declined, ...)",
+            ["outcome"],
+            registry=r,
+        )
+        self.transfer_human_seconds = Histogram(
+            "caller_engine_transfer_human_seconds",
+            "Length of the person-to-person part of connected transfers",
+            buckets=(10, 30, 60, 120, 300, 600, 1800, 3600, 14_400),
+            registry=r,
+        )
         self.signature_failures = Counter(
             "caller_engine_webhook_signature_failures",
             "Twilio requests refused for a missing or invalid signature",

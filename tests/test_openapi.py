@@ -8,6 +8,7 @@ from caller_engine.config import load_settings
 from caller_engine.tools.catalog import build_tools
 from caller_engine.tools.end_call import END_CALL
 from caller_engine.tools.names import TOOL_NAMES
+from caller_engine.tools.transfer import NAME as TRANSFER_CALL
 from caller_engine.web.app import create_app
 from caller_engine.web.openapi import OPERATIONS, render
 from tests.conftest import make_settings
@@ -20,6 +21,9 @@ TWILIO_FACING = {
     ("GET", "/media-stream/{callbackId}"),
     ("POST", "/webhooks/call-status"),
     ("POST", "/webhooks/amd"),
+    ("POST", "/twiml/transfer/whisper"),
+    ("POST", "/twiml/transfer/screen"),
+    ("POST", "/twiml/transfer/done"),
 }
 
 
@@ -55,4 +59,5 @@ def test_documented_tool_names_are_the_tools_the_engine_has() -> None:
         }
     )
     tools = [*build_tools(settings, gateway=None), END_CALL]  # type: ignore[arg-type]
-    assert {t.name for t in tools} == TOOL_NAMES
+    # transfer_call is offered per call, to the call's transfer targets.
+    assert {t.name for t in tools} | {TRANSFER_CALL} == TOOL_NAMES

@@ -76,7 +76,7 @@ def test_twiml_reader() -> None:
         '<Connect action="/next"><Stream url="wss://h/media-stream" name="s1">'
         '<Parameter name="callbackId" value="cb"/><Parameter name="token" value="t"/>'
         '</Stream></Connect><Pause length="2"/><Say>Bye</Say><Play>https://h/a.mp3</Play>'
-        "<Gather/><Hangup/></Response>"
+        "<Record/><Hangup/></Response>"
     )
     assert verbs == [
         ConnectStream(
@@ -85,10 +85,17 @@ def test_twiml_reader() -> None:
         Pause(2.0),
         SayVerb("Bye"),
         Play("https://h/a.mp3"),
-        Unsupported("Gather"),
+        Unsupported("Record"),
         Hangup(),
     ]
-    for bad in ("not xml", "<Twiml/>", "<Response><Connect><Stream/></Connect></Response>"):
+    for bad in (
+        "not xml",
+        "<Twiml/>",
+        "<Response><Connect><Stream/></Connect></Response>",
+        "<Response><Dial/></Response>",
+        '<Response><Dial timeout="soon">+15550001111</Dial></Response>',
+        "<Response><Gather><Dial>+15550001111</Dial></Gather></Response>",
+    ):
         with pytest.raises(TwimlError):
             parse_twiml(bad)
 

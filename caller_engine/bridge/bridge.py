@@ -6,8 +6,10 @@ import asyncio
 from datetime import UTC, datetime
 
 from aiohttp import web
+from loguru import logger
 
 from caller_engine.bridge.config import session_config
+from caller_engine.bridge.handoff import Handoff, Handoffs
 from caller_engine.bridge.prewarm import Prewarmer
 from caller_engine.bridge.registry import ActiveCalls
 from caller_engine.bridge.session import MACHINE, CallSession
@@ -16,6 +18,7 @@ from caller_engine.calls.models import AgentOverrides, CallRecord
 from caller_engine.calls.result import CallResult, Summary
 from caller_engine.calls.service import CallService
 from caller_engine.calls.store import CallStore
+from caller_engine.calls.transfer import TargetError, call_targets
 from caller_engine.config import Settings
 from caller_engine.failures import describe
 from caller_engine.logging import call_logger
@@ -23,6 +26,8 @@ from caller_engine.metrics import Metrics
 from caller_engine.realtime.base import RealtimeConnector
 from caller_engine.telephony.rest import TelephonyError, TwilioGateway
 from caller_engine.tools.registry import Tool, ToolRegistry
+from caller_engine.tools.transfer import NAME as TRANSFER_CALL
+from caller_engine.tools.transfer import transfer_tool
 from caller_engine.transcript.summary import Summarizer
 
 POST_CALL_TIMEOUT = 60.0
@@ -54,10 +59,23 @@ class Bridge:
         metrics.active_calls.set_function(lambda: len(active))
         self.prewarmer = Prewarmer(connector, settings.prewarm_timeout)
         self._post_call: set[asyncio.Task[None]] = set()
+        self.handoffs = Handoffs(self)
         calls.on_answered_by(self.on_answered_by)
+        calls.on_ended(self.handoffs.call_ended)
 
     def tools_for(self, agent: AgentOverrides) -> list[Tool]:
-        return self.tools.select(agent.tools)
+        """The call's tools; `transfer_call` when it has people to transfer to."""
+        tools = self.tools.select(agent.tools)
+        if agent.tools is None or TRANSFER_CALL in agent.tools:
+            configured = self.settings.configured_transfer_targets
+            try:
+                targets = call_targets(configured, agent.transferTargets)
+            except TargetError as exc:  # the configuration changed since the initiate
+                logger.warning("transfer_call not offered: {}", exc)
+                targets = []
+            if targets:
+                tools.append(transfer_tool(targets))
+        return tools
 
     def observe_tool(self, name: str, ok: bool, duration_ms: float) -> None:
         outcome = "ok" if ok else "error"
@@ -108,7 +126,14 @@ class Bridge:
     # -- after the call --------------------------------------------------------------
 
     def after_call(self, session: CallSession) -> None:
-        task = asyncio.create_task(self._post_call_work(session), name="post-call")
+        """A stream ended. A call being transferred waits for its outcome; others are done."""
+        if not self.handoffs.park(session):
+            self.post_call(session)
+
+    def post_call(self, session: CallSession) -> None:
+        self.track(asyncio.create_task(self._post_call_work(session), name="post-call"))
+
+    def track(self, task: asyncio.Task[None]) -> None:
         self._post_call.add(task)
         task.add_done_callback(self._post_call.discard)
 
@@ -126,14 +151,17 @@ class Bridge:
 
     async def _build_result(self, session: CallSession) -> CallResult:
         stopped = session.stopped_at or session.loop.time()
-        duration = stopped - session.started_at
+        duration = session.ai_seconds()
         final = session.transcript.finalize(session.call_sid, session.callback_id, duration)
+        handoff = session.handoff
         summary: Summary | None = None
         summary_error: str | None = None
         if self.summarizer is not None:
             tool_lines = [
                 f"{t.name}({t.arguments}) -> {t.output}" for t in session.transcript.tool_calls
             ]
+            if handoff is not None:
+                tool_lines.append(transfer_line(handoff))
             try:
                 summary = await self.summarizer.summarize(final["fullText"], tool_lines)
             except Exception as exc:
@@ -149,7 +177,11 @@ class Bridge:
             record = None  # the result does not wait for the database
         answered_by = session.answered_by or (record.answered_by if record else None)
         started = datetime.fromtimestamp(session.started_wall, UTC)
-        ended = datetime.fromtimestamp(session.started_wall + duration, UTC)
+        ended_wall = session.started_wall + (stopped - session.started_at)
+        if handoff is not None and handoff.ended_wall is not None:
+            ended_wall = max(ended_wall, handoff.ended_wall)
+        ended = datetime.fromtimestamp(ended_wall, UTC)
+        human = handoff.human_seconds if handoff is not None else None
         return CallResult(
             callbackId=session.callback_id,
             callSid=session.call_sid,
@@ -159,6 +191,7 @@ class Bridge:
             startedAt=started.isoformat(),
             endedAt=ended.isoformat(),
             duration=round(duration, 3),
+            humanDuration=round(human, 3) if human is not None else None,
             transcript=final["entries"],
             fullText=final["fullText"],
             summary=summary,
@@ -173,12 +206,23 @@ class Bridge:
             metrics=session.metrics.as_dict(),
             error=session.error,
             metadata=session.agent.metadata,
+            transfer=handoff.transfer if handoff is not None else None,
         )
 
     async def close(self) -> None:
         await self.prewarmer.close_all()
+        await self.handoffs.close()
         if self._post_call:
             await asyncio.wait(set(self._post_call), timeout=POST_CALL_TIMEOUT)
+
+
+def transfer_line(handoff: Handoff) -> str:
+    """The transfer, for the summary model."""
+    transfer = handoff.transfer
+    line = f"transfer to a person ({transfer.target}): {transfer.status}"
+    if (seconds := handoff.human_seconds) is not None:
+        line += f", they talked for {seconds:.0f} s"
+    return line
 
 
 class MetricsSink:

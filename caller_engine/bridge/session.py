@@ -16,6 +16,7 @@ from aiohttp import WSMsgType, web
 
 from caller_engine.bridge.capture import MediaCapture
 from caller_engine.bridge.config import greeting_instructions, session_config
+from caller_engine.bridge.handoff import Handoff
 from caller_engine.bridge.metrics import CallMetrics
 from caller_engine.bridge.playback import BYTES_PER_MS, PlaybackTracker, b64_decoded_len
 from caller_engine.bridge.prewarm import Warm
@@ -23,6 +24,7 @@ from caller_engine.bridge.turns import TurnState
 from caller_engine.calls.availability import StoreUnavailable
 from caller_engine.calls.models import AgentOverrides, CallRecord
 from caller_engine.calls.result import ToolCallRecord
+from caller_engine.calls.transfer import TransferTarget
 from caller_engine.logging import call_logger
 from caller_engine.realtime.base import (
     AgentItem,
@@ -54,7 +56,7 @@ from caller_engine.telephony.media_stream import (
 )
 from caller_engine.telephony.rest import TelephonyError
 from caller_engine.telephony.signature import stream_token_valid
-from caller_engine.tools.registry import ToolContext, ToolRegistry
+from caller_engine.tools.registry import ToolContext, ToolOutput, ToolRegistry
 from caller_engine.transcript.collector import TranscriptCollector
 
 if TYPE_CHECKING:
@@ -108,11 +110,22 @@ class CallSession:
         self.capture = MediaCapture()
         self._warm: Warm | None = None
         self._started_task: asyncio.Task[None] | None = None
+        # A transfer to a person; the agent time of this call's earlier streams (after a
+        # transfer that did not connect, the call comes back on a new stream).
+        self.handoff: Handoff | None = None
+        self.stream_began = 0.0
+        self.prior_ai = 0.0
+        self._transfer_fallback: asyncio.TimerHandle | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def now(self) -> float:
         return self.loop.time() - self.started_at
+
+    def ai_seconds(self) -> float:
+        """Seconds the agent held this call, over all its streams."""
+        stopped = self.stopped_at if self.stopped_at is not None else self.loop.time()
+        return self.prior_ai + (stopped - self.stream_began)
 
     async def run(self) -> None:
         start = await self._wait_start()
@@ -165,7 +178,7 @@ class CallSession:
             self.log.warning("stream token does not match its call; closing (1008)")
             await self.ws.close(code=POLICY_VIOLATION, message=b"invalid stream token")
             return False
-        self.started_at = self.loop.time()
+        self.started_at = self.stream_began = self.loop.time()
         self.started_wall = time.time()
         self.writer = StreamWriter(self.stream_sid)
         self.capture = MediaCapture.open(
@@ -195,7 +208,9 @@ class CallSession:
             callee=self.callee,
             log=self.log,
             end_call=self._end_call_requested,
+            transfer=self._transfer_requested,
         )
+        self.bridge.handoffs.adopt(self)
         self.bridge.active.add(self)
         self.log.info("stream started; {} tool(s) offered", len(tools))
         return True
@@ -259,12 +274,16 @@ class CallSession:
         if self.answered_by in MACHINE:
             await self.on_machine(self.answered_by)
             return
+        if (cue := self.bridge.handoffs.welcome_back(self)) is not None and self.model:
+            await self.model.replay(self.transcript.history())
+            await self._request_response(cue)
+            return
         await self._request_response(greeting_instructions(self.config, self.agent.greeting))
 
     async def _pump(self) -> None:
         caller = asyncio.create_task(self._caller_to_model(), name="caller->model")
         model = asyncio.create_task(self._model_to_caller(), name="model->caller")
-        limit = self.settings.call_time_limit + 2.0
+        limit = max(2.0, self.settings.call_time_limit + 2.0 - self.prior_ai)
         try:
             done, _ = await asyncio.wait(
                 {caller, model}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
@@ -554,15 +573,45 @@ class CallSession:
         self.end_reason = "agent ended the call"
         self.loop.call_later(END_CALL_FALLBACK, self._force_end)
 
+    async def _transfer_requested(
+        self, target: TransferTarget, reason: str, summary: str
+    ) -> ToolOutput:
+        if self.ending:
+            return {"error": "The call is already ending; it cannot be transferred now."}
+        self.handoff = self.bridge.handoffs.begin(self, target, reason, summary)
+        self.ending = True
+        self.end_reason = "transferred"
+        self._transfer_fallback = self.loop.call_later(END_CALL_FALLBACK, self._force_end)
+        return {
+            "status": "transferring",
+            "message": "The caller will be put through once your sentence has played.",
+        }
+
     def _force_end(self) -> None:
-        if self._hangup_task is None and not self._stopped.is_set():
-            self.log.warning("goodbye did not finish playing in time; hanging up")
-            self._hangup_task = asyncio.create_task(self._do_hangup())
+        if self._hangup_task is None and not self._stopped.is_set() and self.ending:
+            self.log.warning("last sentence did not finish playing in time; ending the turn")
+            self._hangup_task = asyncio.create_task(self._do_end())
 
     def _maybe_hang_up(self) -> None:
         busy = self.turns.responding or self.playback.audible or self._tools_by_response
         if self.ending and not busy and self._hangup_task is None:
-            self._hangup_task = asyncio.create_task(self._do_hangup())
+            self._hangup_task = asyncio.create_task(self._do_end())
+
+    async def _do_end(self) -> None:
+        """The agent's last sentence has played: hand the call over, or hang up."""
+        handoff = self.handoff
+        if handoff is None or not handoff.due:
+            await self._do_hangup()
+            return
+        if self._transfer_fallback is not None:
+            self._transfer_fallback.cancel()
+        if await self.bridge.handoffs.redirect(self):
+            return
+        # Twilio refused the transfer: the agent keeps the call.
+        self.ending = False
+        self.end_reason = "completed"
+        self._hangup_task = None
+        await self._request_response(self.bridge.handoffs.failed_cue(handoff))
 
     async def _hangup(self, reason: str) -> None:
         if self._hangup_task is None:

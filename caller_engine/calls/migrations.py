@@ -120,8 +120,15 @@ def _v1_calls_and_deliveries(conn: Connection) -> None:
     meta.create_all(conn)
 
 
+def _v2_call_transfer(conn: Connection) -> None:
+    """The call's hand-off to a person (transfer_call), as a JSON column."""
+    kind = "JSONB" if conn.dialect.name == "postgresql" else "JSON"
+    conn.execute(text(f"ALTER TABLE calls ADD COLUMN transfer {kind}"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "call records and the result outbox", _v1_calls_and_deliveries),
+    Migration(2, "the hand-off of a call to a person", _v2_call_transfer),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from caller_engine.calls.transfer import TargetSpec, Transfer
 from caller_engine.results.destinations import url_problem
 from caller_engine.tools.names import ToolName
 
@@ -34,6 +35,13 @@ class AgentOverrides(BaseModel):
     greeting: str | None = Field(None, max_length=2_000)
     tools: list[ToolName] | None = Field(
         None, max_length=32, description="the subset of this deployment's tools to offer"
+    )
+    # People the agent may hand the call to; replaces TRANSFER_TARGETS for this call.
+    transferTargets: list[TargetSpec] | None = Field(
+        None,
+        max_length=20,
+        description="replaces TRANSFER_TARGETS for this call; names are unique and an entry "
+        "without a number names a configured target",
     )
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -108,6 +116,7 @@ class CallRecord:
     result_webhook_url: str | None = None
     result_source: str | None = None
     delivery: DeliveryState | None = None
+    transfer: Transfer | None = None
 
     @property
     def is_final(self) -> bool:

@@ -6,6 +6,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+from caller_engine.calls.transfer import Transfer
+
 Role = Literal["agent", "user", "tool", "dtmf", "system"]
 FinalStatus = Literal["completed", "voicemail", "busy", "no-answer", "failed", "canceled"]
 
@@ -43,7 +45,10 @@ class CallResult(BaseModel):
     answeredBy: str | None = None
     startedAt: str | None = None
     endedAt: str | None = None
-    duration: float | None = Field(None, description="seconds of stream")
+    duration: float | None = Field(None, description="seconds of stream (the agent's part)")
+    humanDuration: float | None = Field(
+        None, description="seconds the caller talked with a person after a transfer"
+    )
     transcript: list[TranscriptEntry] = Field(default_factory=list)
     fullText: str = ""
     summary: Summary | None = None
@@ -55,6 +60,7 @@ class CallResult(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     error: dict[str, Any] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    transfer: Transfer | None = None
 
 
 class ResultSink(Protocol):

@@ -78,6 +78,7 @@ calls = Table(
     Column("result", Json(), nullable=True),
     Column("result_source", String(16), nullable=True),
     Column("dial_attempts", Integer, nullable=False),
+    Column("transfer", Json(), nullable=True),
     Index("ix_calls_call_sid", "call_sid", unique=True),
     Index("ix_calls_created_at", "created_at", "callback_id"),
     Index("ix_calls_status", "status"),

@@ -31,6 +31,7 @@ MACHINE_ANSWERS = frozenset(
 )
 
 AnsweredByListener = Callable[[CallRecord, str], Awaitable[None]]
+EndedListener = Callable[[CallRecord], Awaitable[None]]
 
 # How long a duplicate initiate waits for a racing first request to finish dialing.
 DUPLICATE_WAIT = 15.0
@@ -53,6 +54,7 @@ class CallService:
         self.gateway = gateway
         self.store = store
         self._answered_by_listeners: list[AnsweredByListener] = []
+        self._ended_listeners: list[EndedListener] = []
         self._sinks: list[ResultSink] = []
         self.duplicate_wait = DUPLICATE_WAIT
         # Writes the database could not take now (it is down): retried until stored.
@@ -96,6 +98,10 @@ class CallService:
 
     def on_answered_by(self, listener: AnsweredByListener) -> None:
         self._answered_by_listeners.append(listener)
+
+    def on_ended(self, listener: EndedListener) -> None:
+        """Called with the record when a status callback reports the call's end."""
+        self._ended_listeners.append(listener)
 
     def _urls(self, callback_id: str) -> tuple[str, str, str]:
         q = "?callbackId=" + quote(callback_id, safe="")
@@ -204,6 +210,9 @@ class CallService:
             and record.result is None
         ):
             await self.finish_from_record(record)
+        if record is not None and record.is_final:
+            for listener in self._ended_listeners:
+                await listener(record)
         return record
 
     async def on_amd(

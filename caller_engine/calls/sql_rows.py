@@ -9,6 +9,7 @@ from typing import Any
 from caller_engine.calls.codec import event_from_json, event_to_json
 from caller_engine.calls.models import AgentOverrides, CallRecord
 from caller_engine.calls.result import CallResult
+from caller_engine.calls.transfer import Transfer
 from caller_engine.results.state import DeliveryState
 
 
@@ -36,6 +37,7 @@ def record_values(record: CallRecord) -> dict[str, Any]:
         "error": record.error,
         "result": record.result.model_dump(mode="json") if record.result else None,
         "result_source": record.result_source,
+        "transfer": record.transfer.model_dump(mode="json") if record.transfer else None,
     }
 
 
@@ -64,6 +66,7 @@ def record_from_row(row: Mapping[Any, Any], delivery: DeliveryState | None = Non
         result_webhook_url=row["result_webhook_url"],
         result_source=row["result_source"],
         delivery=delivery,
+        transfer=Transfer.model_validate(row["transfer"]) if row["transfer"] else None,
     )
 
 

@@ -30,6 +30,7 @@ from caller_engine.calls.schema import calls, deliveries
 from caller_engine.calls.sql_engine import create_engine, prepare, reading, writing
 from caller_engine.calls.sql_rows import delivery_from_row, record_from_row, record_values
 from caller_engine.calls.store import DuplicateCall
+from caller_engine.calls.transfer import Transfer
 from caller_engine.failures import describe
 from caller_engine.results.payload import encode_result
 from caller_engine.results.rules import ResultSource, takes_result
@@ -256,6 +257,13 @@ class SqlCallStore:
             calls.c.callback_id == callback_id,
             lambda r: mutations.apply_stream_stopped(r, now),
         )
+
+    async def set_transfer(self, callback_id: str, transfer: Transfer) -> None:
+        def change(record: CallRecord) -> bool:
+            record.transfer = transfer
+            return True
+
+        await self._change(calls.c.callback_id == callback_id, change)
 
     # -- results ---------------------------------------------------------------------
 

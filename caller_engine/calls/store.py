@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from caller_engine.calls import mutations
 from caller_engine.calls.models import CallRecord, StatusEvent, utcnow
 from caller_engine.calls.result import CallResult
+from caller_engine.calls.transfer import Transfer
 from caller_engine.results.rules import ResultSource, takes_result
 
 
@@ -46,6 +47,9 @@ class CallStore(Protocol):
     async def stream_started(self, callback_id: str, stream_sid: str) -> None: ...
 
     async def stream_stopped(self, callback_id: str) -> None: ...
+
+    async def set_transfer(self, callback_id: str, transfer: Transfer) -> None:
+        """Keep the latest state of the call's hand-off to a person."""
 
     async def save_result(
         self,
@@ -146,6 +150,11 @@ class MemoryCallStore:
         record = self._by_id.get(callback_id)
         if record is not None:
             record.stream_stopped_at = utcnow()
+
+    async def set_transfer(self, callback_id: str, transfer: Transfer) -> None:
+        record = self._by_id.get(callback_id)
+        if record is not None:
+            record.transfer = transfer
 
     async def save_result(
         self,

@@ -69,6 +69,7 @@ def record_json(record: CallRecord) -> dict[str, Any]:
         "result": record.result.model_dump(mode="json") if record.result else None,
         "resultSource": record.result_source,
         "delivery": delivery_json(record.delivery),
+        "transfer": record.transfer.model_dump(mode="json") if record.transfer else None,
     }
 
 

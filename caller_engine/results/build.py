@@ -54,4 +54,5 @@ def result_from_record(
         recordingSid=record.recording_sid,
         error=error,
         metadata=dict(record.agent.metadata),
+        transfer=record.transfer,
     )

@@ -154,8 +154,23 @@ class HangUp:
         await ctx.call.hang_up()
 
 
+@dataclass(frozen=True, slots=True)
+class OnStream:
+    """Wait until the call is on its `number`-th media stream (from 1): after a transfer
+    that did not connect, the caller is back with the agent on a new stream."""
+
+    number: int
+
+    async def run(self, ctx: ScriptContext) -> None:
+        if len(ctx.call.streams) < self.number:
+            await asyncio.Event().wait()  # until this stream ends; the next run goes on
+
+
 @dataclass
 class ScriptedCallee:
+    """Plays its steps; on a later media stream of the same call it carries on with the
+    step that was under way when the previous stream ended."""
+
     steps: Sequence[Step] = ()
     outcome: Outcome = "human"
     answered_by: str | None = None
@@ -166,7 +181,7 @@ class ScriptedCallee:
         if media is None:
             raise RuntimeError("the callee runs only once the media stream is up")
         ctx = ScriptContext(call, media)
-        for step in self.steps:
+        for step in self.steps[self.completed_steps :]:
             await step.run(ctx)
             self.completed_steps += 1
 

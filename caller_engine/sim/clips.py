@@ -17,6 +17,8 @@ CLIPS: dict[str, str] = {
     "text_confirmation": "Yes, please text me a confirmation.",
     "goodbye": "That's all, thank you. Goodbye.",
     "wait_question": "Wait, sorry, can I ask something?",
+    "talk_to_someone": "Can I talk to someone, please?",
+    "callback_yes": "Yes, please have someone call me back.",
     "voicemail": (
         "Hi, you've reached Alex Morgan. I can't take your call right now. "
         "Please leave a message after the tone."

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from caller_engine.sim.callee import Callee, Outcome, Utterance
 from caller_engine.sim.twilio_media import TwilioMediaClient
 from caller_engine.sim.twilio_rest import EmulatedCall
 from caller_engine.sim.twilio_webhooks import WebhookRecord
 from caller_engine.sim.twiml_reader import Verb
+
+if TYPE_CHECKING:
+    from caller_engine.sim.dial import DialLeg
 
 
 class ActiveEmulatedCall:
@@ -22,6 +26,11 @@ class ActiveEmulatedCall:
         self.twiml: str | None = None
         self.verbs: list[Verb] = []
         self.media: TwilioMediaClient | None = None
+        self.streams: list[TwilioMediaClient] = []  # every media stream, in order
+        self.legs: list[DialLeg] = []  # legs dialed by <Dial>
+        self.dialing = asyncio.Event()  # set while a <Dial> rings or is bridged
+        self.redirected = asyncio.Event()  # a REST update brought new TwiML
+        self.limit_changed = asyncio.Event()  # a REST update changed the TimeLimit
         self.answered_by: str | None = None
         self.answered_at: float | None = None
         self.ended_at: float | None = None

@@ -27,6 +27,8 @@ class LiveView:
         self.t0 = self.loop.time()
         self._seen: dict[tuple[str, int], int] = {}
         self._tool_started: dict[str, float] = {}
+        self._tool_answered: set[str] = set()
+        self._legs: dict[str, tuple[str, bool, int]] = {}
 
     def say(self, text: str) -> None:
         self.out.write(f"[{self.loop.time() - self.t0:6.2f}s] {text}\n")
@@ -50,7 +52,7 @@ class LiveView:
                     self._tool_started[str(event.get("call_id"))] = self.loop.time()
                     self.say(f"  tool  {event.get('name')}({_short(event.get('arguments', ''))})")
                 elif kind == "session.created" and index > 0:
-                    self.say("  model  reconnected: new session, conversation replayed")
+                    self.say("  model  new session: the conversation so far is replayed")
             for event in self._new(("received", index), list(session.received)):
                 assert isinstance(event, dict)
                 item = event.get("item") or {}
@@ -58,7 +60,9 @@ class LiveView:
                     event.get("type") == "conversation.item.create"
                     and isinstance(item, dict)
                     and item.get("type") == "function_call_output"
+                    and str(item.get("call_id")) not in self._tool_answered
                 ):
+                    self._tool_answered.add(str(item.get("call_id")))
                     started = self._tool_started.get(str(item.get("call_id")))
                     took = f" in {(self.loop.time() - started) * 1000:.0f} ms" if started else ""
                     self.say(f"  tool  → {_short(item.get('output', ''))}{took}")
@@ -66,9 +70,21 @@ class LiveView:
         if call is not None:
             for status in self._new(("status", 0), list(call.statuses_sent)):
                 self.say(f"  phone {status}")
-            if call.media is not None:
-                for _ in self._new(("clear", 0), list(call.media.clears)):
+            for index, media in enumerate(call.streams):
+                for _ in self._new(("clear", index), list(media.clears)):
                     self.say("  ✂     caller talked over the agent: playback cleared")
+            for leg in call.legs:
+                state = (leg.status, leg.bridged, len(leg.heard))
+                if self._legs.get(leg.sid) == state:
+                    continue
+                before = self._legs.get(leg.sid, ("", False, 0))
+                self._legs[leg.sid] = state
+                for text in leg.heard[before[2] :]:
+                    self.say(f"  phone {leg.number} hears: {_short(text)}")
+                if leg.bridged and not before[1]:
+                    self.say(f"  phone {leg.number} pressed {leg.pressed!r}: bridged to the caller")
+                if leg.status != before[0]:
+                    self.say(f"  phone dial {leg.number}: {leg.status}")
 
     async def follow(self, call_sid: str, done: asyncio.Event) -> None:
         while not done.is_set():

@@ -5,8 +5,14 @@ Twilio's part towards the application: signed status callbacks for the requested
 (initiated, ringing, answered → in-progress, completed/busy/no-answer/failed/canceled with
 CallDuration and SipResponseCode), asynchronous (or synchronous) answering-machine
 detection, the TwiML fetch and its execution (`<Connect><Stream>` opens a
-`TwilioMediaClient`, `<Hangup/>` ends the call), hang-up through the REST API, the callee
-hanging up, and the call's TimeLimit.
+`TwilioMediaClient`, `<Dial>` rings a `ScriptedPerson` (see `dial`), `<Hangup/>` ends the
+call), hang-up through the REST API, a REST update with new TwiML (the running verb stops,
+a media stream with `stop`, and the new TwiML runs) or a new TimeLimit, the callee hanging
+up, and the call's TimeLimit (counted from the answer).
+
+A call can carry several media streams one after the other (a `<Dial>` whose action
+connects the stream again); the callee's script then carries on where it was (see
+`ScriptedCallee`).
 
 Clocks: `answer_delay`, `ring_delay` and `amd_delay` are real seconds. Twilio's own clocks
 (TimeLimit, Timeout, CallDuration, MachineDetectionDuration) run at `playback_speed`, like
@@ -18,20 +24,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from loguru import logger
 
 from caller_engine.sim import twilio_webhooks as hooks
 from caller_engine.sim.callee import Callee, Outcome
+from caller_engine.sim.dial import DialRunner, ScriptedPerson
 from caller_engine.sim.emulated_call import ActiveEmulatedCall
 from caller_engine.sim.twilio_media import TwilioMediaClient
 from caller_engine.sim.twilio_rest import EmulatedCall, TwilioRestEmulator
 from caller_engine.sim.twilio_webhooks import Route, WebhookRecord
 from caller_engine.sim.twiml_reader import (
     ConnectStream,
+    Dial,
     Hangup,
     Pause,
     Play,
@@ -42,7 +51,14 @@ from caller_engine.sim.twiml_reader import (
     parse_twiml,
 )
 
-__all__ = ["ActiveEmulatedCall", "Callee", "Outcome", "PhoneNetwork", "WebhookRecord"]
+__all__ = [
+    "ActiveEmulatedCall",
+    "Callee",
+    "Outcome",
+    "PhoneNetwork",
+    "ScriptedPerson",
+    "WebhookRecord",
+]
 
 CalleeFactory = Callable[[EmulatedCall], Callee]
 BeforeDial = Callable[[EmulatedCall], Awaitable[None]]
@@ -78,6 +94,7 @@ class PhoneNetwork:
         before_dial: BeforeDial | None = None,
         continuous_audio: bool = True,
         session: aiohttp.ClientSession | None = None,
+        people: Mapping[str, ScriptedPerson] | None = None,
     ) -> None:
         """`route` maps the public URLs the application hands out (TwiML, callbacks, stream)
         to where to connect, like a reverse proxy; signatures always cover the public URL.
@@ -98,6 +115,8 @@ class PhoneNetwork:
         self.route: Route = route or hooks.identity
         self.before_dial = before_dial
         self.continuous_audio = continuous_audio
+        # Who answers a <Dial> to each number (anyone else: a person who accepts).
+        self.people: dict[str, ScriptedPerson] = dict(people or {})
         self.calls: dict[str, ActiveEmulatedCall] = {}
         self._session = session
         self._own_session = session is None
@@ -147,6 +166,13 @@ class PhoneNetwork:
     def _on_updated(self, call: EmulatedCall) -> None:
         active = self.calls.get(call.sid)
         if active is None:
+            return
+        update = call.last_update
+        if update.get("Status") is None:
+            if update.get("TimeLimit"):
+                active.limit_changed.set()
+            if update.get("Twiml") or update.get("Url"):
+                active.redirected.set()
             return
         if call.status == "canceled" and active.answered_at is not None:
             call.status = active.status  # Twilio: canceling leaves a call in progress alone
@@ -313,14 +339,25 @@ class PhoneNetwork:
             limit = self._twilio_seconds(float(seconds))
         body = asyncio.create_task(self._conversation(active))
         hangup = asyncio.create_task(active.hangup_requested.wait())
+        changed = asyncio.create_task(active.limit_changed.wait())
         amd: asyncio.Task[None] | None = None
         detection = active.call.get("MachineDetection")
         if detection and active.call.get("AsyncAmd").lower() == "true":
             amd = asyncio.create_task(self._async_amd(active))
+        assert active.answered_at is not None
         try:
-            done, _ = await asyncio.wait(
-                {body, hangup}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
-            )
+            while True:
+                remaining = active.answered_at + limit - self._loop_time()
+                done, _ = await asyncio.wait(
+                    {body, hangup, changed},
+                    timeout=max(0.0, remaining),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if changed not in done:
+                    break
+                active.limit_changed.clear()
+                limit = self._twilio_seconds(float(active.call.last_update["TimeLimit"]))
+                changed = asyncio.create_task(active.limit_changed.wait())
             if body in done:
                 ended_by = body.result()
             elif hangup in done:
@@ -328,9 +365,9 @@ class PhoneNetwork:
             else:
                 ended_by = "time-limit"
         finally:
-            for task in (body, hangup):
+            for task in (body, hangup, changed):
                 task.cancel()
-            await asyncio.gather(body, hangup, return_exceptions=True)
+            await asyncio.gather(body, hangup, changed, return_exceptions=True)
             if active.media is not None and not active.media.closed.is_set():
                 await active.media.stop()
             if amd is not None:
@@ -371,8 +408,39 @@ class PhoneNetwork:
             return "application-error"
         method = hooks.webhook_method(active.call.get("Method"))
         verbs = await self._fetch_twiml(active, method, url, extra)
-        if verbs is None:
-            return "application-error"
+        while verbs is not None:
+            run = asyncio.create_task(self._run_verbs(active, verbs))
+            redirect = asyncio.create_task(active.redirected.wait())
+            try:
+                done, _ = await asyncio.wait({run, redirect}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (run, redirect):
+                    if not task.done():
+                        task.cancel()
+                await asyncio.gather(run, redirect, return_exceptions=True)
+            if run in done and not run.cancelled():
+                return run.result()
+            active.redirected.clear()
+            verbs = await self._redirected_verbs(active)
+        return "application-error"
+
+    async def _redirected_verbs(self, active: ActiveEmulatedCall) -> list[Verb] | None:
+        """The TwiML a REST update gave the call: inline `Twiml`, or fetched from `Url`."""
+        update = active.call.last_update
+        if update.get("Twiml"):
+            try:
+                verbs = parse_twiml(update["Twiml"])
+            except TwimlError as exc:
+                active.errors.append(f"invalid TwiML in a call update: {exc}")
+                return None
+            active.twiml = update["Twiml"]
+            active.verbs.extend(verbs)
+            return verbs
+        method = hooks.webhook_method(update.get("Method"))
+        return await self._fetch_twiml(active, method, update["Url"], {})
+
+    async def _run_verbs(self, active: ActiveEmulatedCall, verbs: list[Verb]) -> str:
+        verbs = list(verbs)
         while verbs:
             verb = verbs.pop(0)
             if isinstance(verb, Hangup):
@@ -384,6 +452,12 @@ class PhoneNetwork:
                     if fetched is None:
                         return "application-error"
                     verbs = fetched
+            elif isinstance(verb, Dial):
+                fetched = await self._dial_verb(active, verb)
+                if fetched is None:
+                    return "application-error"
+                if verb.action:
+                    verbs = fetched
             elif isinstance(verb, Pause):
                 await asyncio.sleep(self._twilio_seconds(verb.seconds))
             elif isinstance(verb, Say | Play):
@@ -392,10 +466,45 @@ class PhoneNetwork:
                 active.warnings.append(f"<{verb.tag}> is not emulated; skipped")
         return "twiml-end"
 
+    async def _dial_verb(self, active: ActiveEmulatedCall, verb: Dial) -> list[Verb] | None:
+        """Run a `<Dial>`; the TwiML of its action (empty without one)."""
+
+        async def request(kind: str, method: str, url: str, params: dict[str, str]) -> Any:
+            return await self._request(active, kind, method, url, params)
+
+        async def sleep(seconds: float) -> None:
+            await asyncio.sleep(self._twilio_seconds(seconds))
+
+        runner = DialRunner(
+            active,
+            lambda number: self.people.get(number, ScriptedPerson()),
+            account_sid=self.account_sid,
+            request=request,
+            sleep=sleep,
+            ring_seconds=self.ring_delay * self.playback_speed,
+        )
+        active.dialing.set()
+        try:
+            _, params = await runner.run(verb)
+        finally:
+            active.dialing.clear()
+        if not verb.action:
+            return []
+        method = hooks.webhook_method(verb.method)
+        return await self._fetch_twiml(active, method, verb.action, params, base=False)
+
     async def _fetch_twiml(
-        self, active: ActiveEmulatedCall, method: str, url: str, extra: dict[str, str]
+        self,
+        active: ActiveEmulatedCall,
+        method: str,
+        url: str,
+        extra: dict[str, str],
+        *,
+        base: bool = True,
     ) -> list[Verb] | None:
-        params = {**hooks.call_params(active.call, self.account_sid, "in-progress"), **extra}
+        params = dict(extra)
+        if base:
+            params = {**hooks.call_params(active.call, self.account_sid, "in-progress"), **extra}
         record = await self._request(active, "twiml", method, url, params)
         if not record.ok:
             return None  # Twilio plays "an application error has occurred" and hangs up
@@ -425,6 +534,7 @@ class PhoneNetwork:
             continuous=self.continuous_audio,
         )
         active.media = client
+        active.streams.append(client)
         try:
             await client.connect()
         except (aiohttp.ClientError, OSError) as exc:
@@ -437,6 +547,9 @@ class PhoneNetwork:
         finally:
             callee.cancel()
             await asyncio.gather(callee, return_exceptions=True)
+            if not client.closed.is_set():
+                # Redirected by a REST update: Twilio ends the stream with `stop`.
+                await asyncio.shield(client.stop())
 
     async def _run_callee(self, active: ActiveEmulatedCall) -> None:
         try:

@@ -53,6 +53,9 @@ def check(world: World, scenario: Scenario, outcome: SimOutcome) -> list[str]:
     reconnects = int(result.metrics.get("modelReconnects", 0))
     if reconnects != expect.reconnects:
         problems.append(f"{reconnects} model reconnect(s), expected {expect.reconnects}")
+    transfer = result.transfer.status if result.transfer else None
+    if transfer != expect.transfer:
+        problems.append(f"transfer {transfer!r}, expected {expect.transfer!r}")
     if world.model.violations:
         problems.append(f"model protocol violations: {world.model.violations[:3]}")
     if not outcome.delivered:
@@ -124,6 +127,12 @@ def report(world: World, outcome: SimOutcome, out: TextIO) -> None:
     out.write(f"  result: {result.status}")
     out.write(f", answered by {result.answeredBy}" if result.answeredBy else "")
     out.write(f", {result.duration:.1f} s of stream\n" if result.duration else "\n")
+    if result.transfer is not None:
+        t = result.transfer
+        out.write(f"  transfer to {t.target}: {t.status}")
+        out.write(
+            f", {result.humanDuration:.1f} s with a person\n" if result.humanDuration else "\n"
+        )
     out.write(f"  delivered to the orchestrator: {'yes' if outcome.delivered else 'no'}\n")
     _section(out, "Latency (this call)")
     for key, value in result.metrics.items():

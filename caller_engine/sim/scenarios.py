@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from caller_engine.sim.callee import (
     BargeIn,
     Callee,
+    OnStream,
     Say,
     ScriptContext,
     ScriptedCallee,
@@ -20,6 +21,7 @@ from caller_engine.sim.callee import (
     voicemail,
 )
 from caller_engine.sim.clips import CLIPS
+from caller_engine.sim.dial import ScriptedPerson
 from caller_engine.sim.openai_realtime import RealtimeScript, ScriptedResponse
 
 if TYPE_CHECKING:
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 CALLEE_NUMBER = "+15550102030"
 BUSINESS = "Bright Dental"
 TIMEZONE = "America/New_York"
+FRONT_DESK = "+15550107000"
+TRANSFER_SUMMARY = "Alex Morgan, a patient due for a check-up, would like to talk to someone."
 VOICEMAIL_MESSAGE = (
     "Hi, this is Dana from Bright Dental about your check-up. Please call us back. Thank you!"
 )
@@ -71,6 +75,7 @@ class Expectation:
     transcript_contains: list[str] = field(default_factory=list)
     interrupted: bool = False
     reconnects: int = 0
+    transfer: str | None = None  # the transfer's final status, when there is one
 
 
 @dataclass
@@ -83,6 +88,10 @@ class Scenario:
     settings: dict[str, Any] = field(default_factory=dict)
     # What the emulated summary model answers (it must fit the summary schema).
     summary: dict[str, Any] | None = None
+    # More of the initiate body's `agent` (e.g. transferTargets).
+    agent: dict[str, Any] = field(default_factory=dict)
+    # Who answers a <Dial> to each number.
+    people: dict[str, ScriptedPerson] = field(default_factory=dict)
 
 
 def _booking_script(day: date, today: date) -> Callable[[], RealtimeScript]:
@@ -269,6 +278,101 @@ def _model_drop() -> Scenario:
     )
 
 
+def _transfer_line() -> ScriptedResponse:
+    args = {"target": "frontdesk", "reason": "asked for a person", "summary": TRANSFER_SUMMARY}
+    return line(
+        "Of course. I'm connecting you with our front desk now, one moment.",
+        tools=[("transfer_call", args)],
+    )
+
+
+def _transfer() -> Scenario:
+    def make() -> RealtimeScript:
+        return RealtimeScript(
+            responses=[
+                line(f"Hi, this is Dana from {BUSINESS}. Is now a good time to book a check-up?"),
+                _transfer_line(),
+            ],
+            user_transcripts=[CLIPS["talk_to_someone"]],
+        )
+
+    return Scenario(
+        name="transfer",
+        description="the callee asks for a person; the front desk hears the whisper, presses 1 "
+        "and takes the call",
+        callee=lambda world: ScriptedCallee([WaitForAgent(), Say("talk_to_someone")]),
+        script=make,
+        expect=Expectation(status="completed", tools=["transfer_call"], transfer="connected"),
+        settings={"transfer_targets": f"frontdesk={FRONT_DESK}"},
+        people={FRONT_DESK: ScriptedPerson(press="1", talk_ms=4000)},
+        summary={
+            "intent": "talk to a person",
+            "outcome": "transferred to the front desk, who took the call",
+            "nextAction": "none; the front desk handled the caller",
+            "scheduledDate": None,
+            "sentiment": "neutral",
+        },
+    )
+
+
+def _transfer_declined(day: date) -> Scenario:
+    iso = day.isoformat()
+    shared: dict[str, RealtimeScript] = {}
+
+    def make() -> RealtimeScript:
+        # One script across both streams of the call: the conversation goes on.
+        if "script" not in shared:
+            shared["script"] = RealtimeScript(
+                responses=[
+                    line(f"Hi, this is Dana from {BUSINESS}. Is now a good time for a check-up?"),
+                    _transfer_line(),
+                    line("Sorry, nobody at the front desk is free right now. Shall we call you?"),
+                    tool(
+                        "schedule_meeting",
+                        {"date": iso, "time": "10:00", "name": "Alex Morgan (call-back)"},
+                    ),
+                    line(
+                        "Done: the front desk will call you at ten. Goodbye!",
+                        tools=[("end_call", {})],
+                    ),
+                ],
+                user_transcripts=[CLIPS["talk_to_someone"], CLIPS["callback_yes"]],
+            )
+        return shared["script"]
+
+    return Scenario(
+        name="transfer-declined",
+        description="the front desk answers but presses nothing; the caller is back with the "
+        "agent, who books a call-back",
+        callee=lambda world: ScriptedCallee(
+            [
+                WaitForAgent(),
+                Say("talk_to_someone"),
+                OnStream(2),
+                WaitForAgent(),
+                Say("callback_yes"),
+            ]
+        ),
+        script=make,
+        expect=Expectation(
+            status="completed",
+            tools=["transfer_call", "schedule_meeting", "end_call"],
+            booked=True,
+            transfer="declined",
+            transcript_contains=["nobody at the front desk is free"],
+        ),
+        settings={"transfer_targets": f"frontdesk={FRONT_DESK}"},
+        people={FRONT_DESK: ScriptedPerson(press=None)},
+        summary={
+            "intent": "talk to a person",
+            "outcome": "nobody was free; a call-back was booked",
+            "nextAction": f"the front desk calls back on {iso} at 10:00",
+            "scheduledDate": f"{iso}T10:00:00",
+            "sentiment": "neutral",
+        },
+    )
+
+
 def scenarios(today: date | None = None) -> dict[str, Scenario]:
     today = today or datetime.now(ZoneInfo(TIMEZONE)).date()
     items = [
@@ -278,5 +382,7 @@ def scenarios(today: date | None = None) -> dict[str, Scenario]:
         _unanswered("no-answer", "no-answer", "the phone rings out"),
         _unanswered("busy", "busy", "the line is busy"),
         _model_drop(),
+        _transfer(),
+        _transfer_declined(booking_day(today)),
     ]
     return {s.name: s for s in items}

@@ -46,6 +46,8 @@ class EmulatedCall:
     form: MultiDict[str]
     status: str = "queued"
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # The form of the latest update (POST Calls/{sid}.json) the network has to act on.
+    last_update: MultiDict[str] = field(default_factory=MultiDict)
 
     @property
     def url(self) -> str:
@@ -154,9 +156,19 @@ class TwilioRestEmulator:
         if call is None or call.status in TERMINAL:
             return twilio_error(404, 20404, f"The requested resource {request.path} was not found")
         status = form.get("Status")
+        if status is not None and status not in ("completed", "canceled"):
+            return twilio_error(400, 21218, f"Invalid Status: {status}")
+        redirect = status is None and (form.get("Twiml") or form.get("Url"))
+        if redirect and call.status != "in-progress":
+            return twilio_error(400, 21220, "Call is not in-progress. Cannot redirect.")
+        limit = form.get("TimeLimit")
+        if limit is not None and (not limit.isdigit() or not 60 <= int(limit) <= 86_400):
+            # Twilio allows one minute to 24 hours; the error code here is not confirmed.
+            return twilio_error(400, 20001, f"Invalid TimeLimit: {limit}")
         if status in ("completed", "canceled"):
             call.status = status
-            await self._run_hooks(self.on_call_updated, call)
+        call.last_update = form
+        await self._run_hooks(self.on_call_updated, call)
         return self._call_json(call, 200)
 
     async def _fetch_call(self, request: web.Request) -> web.Response:

@@ -79,7 +79,7 @@ class World:
             json={
                 "callbackId": callback_id,
                 "to": CALLEE_NUMBER,
-                "agent": {"metadata": {"scenario": self.scenario.name}},
+                "agent": {"metadata": {"scenario": self.scenario.name}, **self.scenario.agent},
             },
             headers={"X-API-Key": self.api_key},
         )
@@ -187,6 +187,7 @@ async def start_world(
         amd_delay=1.5 / speed,
         no_answer_after=20.0 / speed,
         session=http,
+        people=scenario.people,
     )
     world = World(
         scenario=scenario,

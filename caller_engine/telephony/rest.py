@@ -111,6 +111,22 @@ class TwilioGateway:
             raise _translate(exc) from exc
         return True
 
+    async def redirect(self, call_sid: str, twiml: str, *, time_limit: int | None = None) -> bool:
+        """Replace what a live call is doing with new TwiML (its media stream ends), and
+        optionally its TimeLimit. False when Twilio says the call is already gone."""
+        try:
+            if time_limit is None:
+                await self._client.calls(call_sid).update_async(twiml=twiml)
+            else:
+                await self._client.calls(call_sid).update_async(twiml=twiml, time_limit=time_limit)
+        except TwilioRestException as exc:
+            if exc.status == 404 or exc.code == 20404:
+                return False
+            raise _translate(exc) from exc
+        except Exception as exc:
+            raise _translate(exc) from exc
+        return True
+
     async def send_sms(self, to: str, body: str) -> str:
         try:
             message = await self._client.messages.create_async(

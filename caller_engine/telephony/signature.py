@@ -44,3 +44,13 @@ def stream_token(secret: bytes, call_sid: str, callback_id: str) -> str:
 
 def stream_token_valid(secret: bytes, call_sid: str, callback_id: str, token: str) -> bool:
     return hmac.compare_digest(stream_token(secret, call_sid, callback_id), token)
+
+
+def transfer_token(secret: bytes, call_sid: str, callback_id: str) -> str:
+    """Per-call token in the whisper, screen and dial-action URLs of a transfer."""
+    msg = f"transfer\x00{call_sid}\x00{callback_id}".encode()
+    return hmac.new(secret, msg, hashlib.sha256).hexdigest()[:32]
+
+
+def transfer_token_valid(secret: bytes, call_sid: str, callback_id: str, token: str) -> bool:
+    return hmac.compare_digest(transfer_token(secret, call_sid, callback_id), token)

@@ -7,5 +7,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-ToolName = Literal["check_availability", "schedule_meeting", "send_sms", "send_email", "end_call"]
+ToolName = Literal[
+    "check_availability", "schedule_meeting", "send_sms", "send_email", "end_call", "transfer_call"
+]
 TOOL_NAMES: frozenset[str] = frozenset(get_args(ToolName))

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ValidationError
 if TYPE_CHECKING:
     from loguru import Logger
 
+    from caller_engine.calls.transfer import TransferTarget
+
 ToolOutput = dict[str, Any]
 
 
@@ -32,6 +34,8 @@ class ToolContext:
     callee: str
     log: Logger
     end_call: Callable[[], Awaitable[None]] | None = None
+    # Hand the call to a person: (target, reason, summary) → the tool's output.
+    transfer: Callable[[TransferTarget, str, str], Awaitable[dict[str, Any]]] | None = None
     # Per-call scratch space for tools that must be idempotent within a call.
     memo: dict[str, Any] = field(default_factory=dict)
 

@@ -15,7 +15,7 @@ import orjson
 from caller_engine.calls.result import Role, ToolCallRecord, TranscriptEntry
 from caller_engine.realtime.base import HistoryItem
 
-_LABELS = {"agent": "Agent", "user": "User", "dtmf": "User"}
+_LABELS = {"agent": "Agent", "user": "User", "dtmf": "User", "system": "Call"}
 
 
 @dataclass(slots=True)
@@ -78,6 +78,10 @@ class TranscriptCollector:
     def dtmf(self, digit: str, at: float) -> None:
         self._slots.append(_Slot("dtmf", at, text=digit))
 
+    def system(self, text: str, at: float) -> None:
+        """Something that happened to the call itself (a transfer to a person)."""
+        self._slots.append(_Slot("system", at, text=text))
+
     def tool(self, record: ToolCallRecord) -> None:
         self.tool_calls.append(record)
         self._slots.append(_Slot("tool", record.at, text=record.name, tool=record))
@@ -114,6 +118,8 @@ class TranscriptCollector:
                 items.append(HistoryItem("assistant", text))
             elif slot.role == "dtmf":
                 items.append(HistoryItem("user", f"[The caller pressed {slot.text}]"))
+            elif slot.role == "system":
+                items.append(HistoryItem("user", f"[{slot.text}]"))
             elif slot.tool is not None and slot.tool.callId:
                 tool = slot.tool
                 args = (

@@ -25,7 +25,17 @@ from caller_engine.tools.end_call import END_CALL
 from caller_engine.tools.google_client import GoogleApis
 from caller_engine.tools.registry import Tool, ToolRegistry
 from caller_engine.transcript.summary import Summarizer
-from caller_engine.web import calls, health, media, metrics, openapi, records, twiml, webhooks
+from caller_engine.web import (
+    calls,
+    health,
+    media,
+    metrics,
+    openapi,
+    records,
+    transfer,
+    twiml,
+    webhooks,
+)
 from caller_engine.web.errors import error_middleware
 from caller_engine.web.state import SERVICES, Services
 
@@ -54,6 +64,9 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
     app.router.add_post("/call/initiate", calls.initiate)
     app.router.add_route("GET", "/twiml/outbound", twiml.outbound)
     app.router.add_route("POST", "/twiml/outbound", twiml.outbound)
+    app.router.add_post("/twiml/transfer/whisper", transfer.whisper)
+    app.router.add_post("/twiml/transfer/screen", transfer.screen)
+    app.router.add_post("/twiml/transfer/done", transfer.done)
     app.router.add_get("/media-stream", media.media_stream)
     app.router.add_get("/media-stream/{callbackId}", media.media_stream)
     app.router.add_post("/webhooks/call-status", webhooks.call_status)

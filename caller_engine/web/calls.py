@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from caller_engine.calls.models import InitiateRequest
 from caller_engine.calls.service import CallConflict
+from caller_engine.calls.transfer import TargetError, call_targets
 from caller_engine.telephony.rest import TelephonyError
 from caller_engine.web.errors import json_error, json_response
 from caller_engine.web.security import api_key_error
@@ -49,6 +50,15 @@ async def initiate(request: web.Request) -> web.Response:
                     "message": f"not enabled on this deployment: {', '.join(unknown)}",
                 }
             ],
+        )
+    try:
+        call_targets(services.settings.configured_transfer_targets, req.agent.transferTargets)
+    except TargetError as exc:
+        return json_error(
+            422,
+            "invalid_request",
+            "invalid request body",
+            fields=[{"field": "agent.transferTargets", "message": str(exc)}],
         )
     try:
         outcome = await services.calls.initiate(req)

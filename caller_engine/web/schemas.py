@@ -14,6 +14,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from caller_engine.calls.models import CALLBACK_ID_PATTERN, AgentOverrides
 from caller_engine.calls.result import CallResult
+from caller_engine.calls.transfer import Transfer
 from caller_engine.results.state import DeliveryStatus
 
 Timestamp = str  # UTC ISO 8601 with a Z
@@ -98,6 +99,7 @@ class CallView(_Answer):
     result: CallResult | None
     resultSource: str | None
     delivery: DeliveryView | None
+    transfer: Transfer | None = Field(description="the hand-off to a person, if any")
 
 
 class CallSummaryView(_Answer):

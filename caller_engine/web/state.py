@@ -14,6 +14,7 @@ from caller_engine.calls.store import CallStore
 from caller_engine.config import Settings
 from caller_engine.metrics import Metrics
 from caller_engine.telephony.rest import TwilioGateway
+from caller_engine.tools.transfer import NAME as TRANSFER_CALL
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Services:
 
     @property
     def tool_names(self) -> frozenset[str]:
-        return self.bridge.tools.names
+        return self.bridge.tools.names | {TRANSFER_CALL}
 
 
 SERVICES = web.AppKey("services", Services)

@@ -24,6 +24,8 @@ say name_alex "My name is Alex Morgan."
 say text_confirmation "Yes, please text me a confirmation."
 say goodbye "That's all, thank you. Goodbye."
 say wait_question "Wait, sorry, can I ask something?"
+say talk_to_someone "Can I talk to someone, please?"
+say callback_yes "Yes, please have someone call me back."
 say voicemail "Hi, you've reached Alex Morgan. I can't take your call right now. Please leave a message after the tone."
 
 # The answering machine's tone: 0.5 s of 1 kHz at half scale.
