@@ -25,6 +25,7 @@ from caller_engine.calls.transfer import (
     parse_targets,
     parse_targets_file,
 )
+from caller_engine.guardrails.hours import CallingWindow, WindowError
 from caller_engine.results.destinations import url_problem
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -117,6 +118,13 @@ class Settings(BaseSettings):
     # Writes kept in memory while the database is unavailable (stream events, results, ...).
     pending_writes_limit: int = Field(5_000, ge=1)
 
+    # Dialing guardrails (callee's local time; a per-number cap in a rolling window)
+    calling_hours: str = "08:00-21:00"
+    calling_days: str = ",".join(WEEKDAYS)
+    allow_calling_hours_override: bool = False
+    max_calls_per_number: int = Field(3, ge=0)
+    frequency_window: float = Field(86_400.0, gt=0)
+
     # Google tools
     enable_calendar_tools: bool = False
     enable_email_tools: bool = False
@@ -158,6 +166,29 @@ class Settings(BaseSettings):
         if unknown or not days:
             raise ValueError(f"must list days among {','.join(WEEKDAYS)}")
         return ",".join(days)
+
+    @field_validator("calling_hours")
+    @classmethod
+    def _calling_hours(cls, value: str) -> str:
+        try:
+            CallingWindow.parse(value)
+        except WindowError as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip()
+
+    @field_validator("calling_days")
+    @classmethod
+    def _calling_days(cls, value: str) -> str:
+        try:
+            window = CallingWindow.parse("00:00-24:00", value)
+        except WindowError as exc:
+            raise ValueError(str(exc)) from None
+        return ",".join(WEEKDAYS[d] for d in sorted(window.days))
+
+    @field_validator("frequency_window", mode="before")
+    @classmethod
+    def _frequency_window(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator("realtime_provider")
     @classmethod
@@ -315,8 +346,24 @@ class Settings(BaseSettings):
         ).digest()
 
     @property
+    def calling_window(self) -> CallingWindow:
+        return CallingWindow.parse(self.calling_hours, self.calling_days)
+
+    @property
     def working_weekdays(self) -> frozenset[int]:
         return frozenset(WEEKDAYS.index(d) for d in self.working_days.split(","))
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def parse_duration(value: str) -> float:
+    """Seconds from `86400`, `90s`, `30m`, `24h` or `7d`."""
+    match = _DURATION.match(value)
+    if match is None:
+        raise ValueError("must be seconds or a number with s, m, h or d (e.g. 24h)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
 
 
 def _check_database_url(value: str) -> str:

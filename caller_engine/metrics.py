@@ -90,5 +90,12 @@ class Metrics:
             registry=r,
         )
 
+        self.initiate_refused = Counter(
+            "caller_engine_initiate_refused",
+            "Calls refused before dialing: outside_calling_hours, do_not_call, frequency_cap",
+            ["reason"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

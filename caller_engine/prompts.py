@@ -37,6 +37,8 @@ def build_prompt(
     if sms:
         lines.append("- After a booking, offer and send an SMS confirmation with send_sms.")
     lines += [
+        "- If the person asks not to be called again (or to be taken off the list), call "
+        "opt_out at once, then confirm politely in one sentence and say goodbye.",
         "- When the conversation is over, say a short goodbye, then call end_call.",
         "",
         "Style:",

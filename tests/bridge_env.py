@@ -24,7 +24,7 @@ from caller_engine.sim.twilio_rest import EmulatedCall, TwilioRestEmulator
 from caller_engine.telephony.signature import sign_twilio_request
 from caller_engine.web.app import create_app
 from caller_engine.web.state import SERVICES, Services
-from tests.conftest import ACCOUNT_SID, API_KEY, AUTH_TOKEN, make_settings
+from tests.conftest import ACCOUNT_SID, API_KEY, AUTH_TOKEN, daytime, make_settings
 
 
 def free_port() -> int:
@@ -158,7 +158,7 @@ async def bridge_env(
         "database_url": f"sqlite:///{db_dir}/calls.db",
     }
     values.update(settings)
-    app = create_app(make_settings(**values))
+    app = create_app(make_settings(**values), clock=daytime)
     app_server = LoopbackServer(app)
     await app_server.start(port)
     results = ResultCollector()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,15 @@ ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "test-auth-token"
 API_KEY = "test-api-key"
 PUBLIC_BASE = "https://calls.example.com"
+# The wall clock calling hours are judged by in the app tests: a Wednesday, 22:30 UTC, when
+# it is between 08:00 and 21:00 in every zone of country code +1 (08:30 in Guam, 11:30 in
+# Pago Pago, 19:00 in Newfoundland), so the suites' +1555 numbers may be called whatever the
+# real hour. The guardrails stay on with their defaults; their own tests set other clocks.
+DAYTIME = datetime(2030, 1, 2, 22, 30, tzinfo=UTC)
+
+
+def daytime() -> datetime:
+    return DAYTIME
 
 
 @pytest.fixture(autouse=True)
@@ -85,8 +95,10 @@ class ApiPool:
         self._servers: list[LoopbackServer] = []
         self._sessions: list[aiohttp.ClientSession] = []
 
-    async def open(self, settings: Settings, store: Any = None) -> Api:
-        app = create_app(settings, store=store)
+    async def open(
+        self, settings: Settings, store: Any = None, clock: Callable[[], datetime] = daytime
+    ) -> Api:
+        app = create_app(settings, store=store, clock=clock)
         server = LoopbackServer(app)
         root = await server.start()
         self._servers.append(server)
@@ -110,9 +122,9 @@ async def api_factory(
 ) -> AsyncIterator[Callable[..., Any]]:
     pool = ApiPool()
 
-    async def start(**overrides: Any) -> Api:
+    async def start(clock: Callable[[], datetime] = daytime, **overrides: Any) -> Api:
         settings = make_settings(**{"twilio_api_base_url": twilio[1], **overrides})
-        return await pool.open(settings)
+        return await pool.open(settings, clock=clock)
 
     yield start
     await pool.close()

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from caller_engine.sim.server import LoopbackServer
 from caller_engine.sim.twilio_rest import TwilioRestEmulator
 from caller_engine.web.app import create_app
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, make_settings
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, daytime, make_settings
 
 T = TypeVar("T")
 
@@ -34,7 +34,8 @@ class LiveServer:
         twilio_url = await rest.start()
         self._servers.append(rest)
         settings = make_settings(twilio_api_base_url=twilio_url, **self.settings)
-        app = LoopbackServer(create_app(settings))
+        # Calling hours are judged at the app tests' daytime clock, not the real hour.
+        app = LoopbackServer(create_app(settings, clock=daytime))
         url = await app.start()
         self._servers.append(app)
         return url

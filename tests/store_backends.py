@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +25,7 @@ from caller_engine.sim.orchestrator import OrchestratorEmulator
 from caller_engine.sim.server import LoopbackServer
 from caller_engine.sim.twilio_rest import TwilioRestEmulator
 from caller_engine.web.app import create_app
-from tests.conftest import Api, make_settings
+from tests.conftest import Api, daytime, make_settings
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 WEBHOOK_SECRET = "whsec_test_secret"
@@ -124,11 +124,12 @@ class Instances:
         self.twilio_url = twilio_url
         self._running: list[tuple[LoopbackServer, aiohttp.ClientSession]] = []
 
-    async def start(self, **overrides: Any) -> Api:
+    async def start(self, clock: Callable[[], datetime] = daytime, **overrides: Any) -> Api:
+        """An instance; `clock` is the wall clock its calling hours are judged by."""
         settings = make_settings(
             **{"twilio_api_base_url": self.twilio_url, **FAST_DELIVERY, **overrides}
         )
-        app = create_app(settings, store=await self.database.open_store())
+        app = create_app(settings, store=await self.database.open_store(), clock=clock)
         server = LoopbackServer(app)
         root = await server.start()
         session = aiohttp.ClientSession()

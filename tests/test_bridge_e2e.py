@@ -14,7 +14,7 @@ from caller_engine.sim.openai_realtime import RealtimeScript, ScriptedResponse
 from caller_engine.sim.twilio_media import TwilioMediaClient
 from caller_engine.tools.registry import Tool, ToolContext, ToolOutput
 from tests.bridge_env import BridgeEnv, bridge_env
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
+from tests.conftest import ACCOUNT_SID, API_KEY, AUTH_TOKEN
 
 GREETING = b"\x11" * 2400  # 300 ms of a recognizable (non-silent) pattern
 SPEECH = mulaw.tone(600, 300.0, 9000)
@@ -330,7 +330,9 @@ async def test_answering_machine_hangs_up_and_reports_voicemail() -> None:
 
 async def test_twenty_concurrent_calls_stay_isolated() -> None:
     async with bridge_env(script(ScriptedResponse(text="Hi.", audio=GREETING))) as env:
-        clients = await asyncio.gather(*(env.call(f"cb-{i}", speed=8.0) for i in range(20)))
+        clients = await asyncio.gather(
+            *(env.call(f"cb-{i}", speed=8.0, to=f"+155512300{i:02d}") for i in range(20))
+        )
         await asyncio.gather(
             *(c.wait_until(lambda c=c: len(c.received_audio) >= len(GREETING), 10) for c in clients)
         )
@@ -477,3 +479,126 @@ async def test_a_bug_in_one_call_ends_it_cleanly_and_spares_the_others(
         session = env.model.sessions[0]
         await wait_for(lambda: bytes(SPEECH) in bytes(session.input_audio), 5)
         await healthy.stop()
+
+
+async def test_a_request_crossing_a_response_the_model_started_is_asked_again() -> None:
+    """The follow-up after a tool crosses a response server VAD started: the model refuses
+    it (`conversation_already_has_active_response`); the bridge asks again once that response
+    is done, and nothing the model said is dropped."""
+    texting = ScriptedResponse(
+        text="Texting you.",
+        audio=b"\x33" * 800,
+        tool_calls=[("send_sms", {"to": "+15551230000", "message": "See you at 10."})],
+    )
+    own = ScriptedResponse(text="Yes, go on.", audio=b"\x66" * 1600)  # paced: 2 deltas
+    followup = ScriptedResponse(text="Sent.", audio=b"\x77" * 800)
+    responses = (ScriptedResponse(text="Hi.", audio=GREETING), texting, own, followup)
+    async with bridge_env(
+        script(*responses, users=["Text me."]), model_kwargs={"delta_interval": 30.0}
+    ) as env:
+        env.model.delta_interval = 0.0
+        client = await env.call("cb-cross", speed=4.0)
+        session = await env.model.wait_for_session()
+        add_item = session._handlers["conversation.item.create"]
+
+        async def item_then_vad(event: dict[str, Any]) -> Any:
+            # The caller speaks exactly when the tool output arrives: the server's own
+            # response is live when the bridge's response.create comes in next.
+            rejection = await add_item(event)
+            if event["item"]["type"] == "function_call_output":
+                env.model.delta_interval = 30.0  # `own` cannot end before the create arrives
+                await session.user_speaks("One more thing.")
+            return rejection
+
+        def on_event(_: Any, event: dict[str, Any], at: float) -> None:
+            if event["type"] == "error":
+                env.model.delta_interval = 0.0  # refused: let `own` finish now
+                for run in session.running_responses:
+                    run.wake.set()
+
+        session._handlers["conversation.item.create"] = item_then_vad
+        env.model.on_server_event = on_event
+        await client.wait_until(lambda: len(client.received_audio) >= len(GREETING), 5)
+        await client.send_audio(SPEECH)
+        await client.send_silence(600)
+        await client.wait_until(lambda: b"\x77" in client.received_audio, 10)
+        errors = session.events("error")
+        assert [e["error"]["code"] for e in errors] == ["conversation_already_has_active_response"]
+        assert errors[0]["error"]["event_id"] == "ce_response_create"
+        creates = client_events(env, "response.create")
+        assert len(creates) == 3  # greeting, the refused follow-up, the same one again
+        assert creates[1] == creates[2]
+        await client.wait_for_quiet(100, 5)
+        assert client.received_audio.count(0x66) == 1600  # the model's own answer, whole
+        assert client.received_audio.count(0x77) == 800  # and the follow-up after it
+        await client.stop()
+        result = await env.result("cb-cross")
+        agent_lines = [e.text for e in result.transcript if e.role == "agent"]
+        assert agent_lines[-2:] == ["Yes, go on.", "Sent."]
+
+
+async def test_caller_audio_sent_while_the_model_session_opens_arrives_whole_and_in_order() -> None:
+    """Setup never holds caller audio in the socket: frames that come while the model session
+    is still opening wait in the bridge and reach the model first, in order, none dropped."""
+    speech = bytes(range(256)) * 5  # 8 frames, none of them silent
+    async with bridge_env(script(ScriptedResponse(text="Hi.", audio=GREETING))) as env:
+        env.model.reject_connections = 3  # pre-warm, then two retries refused: about 1 s
+        client = await env.call("cb-early", speed=4.0)
+        await client.send_audio(speech, paced=False)
+        await client.send_dtmf("5")
+        assert not env.model.sessions  # all of it was sent before the session opened
+        session = await env.model.wait_for_session(0, within=10)
+        await wait_for(lambda: len(session.input_audio) >= len(speech), 5)
+        frames = [
+            bytes(session.input_audio[at : at + 160])
+            for at in range(0, len(session.input_audio), 160)
+        ]
+        said = b"".join(f for f in frames if f != bytes([mulaw.SILENCE_BYTE]) * 160)
+        assert said == speech
+        await wait_for(
+            lambda: any("pressed the 5 key" in str(e.get("item")) for e in session.received), 5
+        )
+        await client.stop()
+        result = await env.result("cb-early")
+        assert result.metrics["droppedInboundFrames"] == 0
+        assert result.metrics["framesIn"] >= 8
+
+
+async def test_a_caller_who_hangs_up_while_the_session_opens_gets_no_greeting() -> None:
+    """The stream is read from its start, so a hang-up during setup is seen at once: the
+    model session is not opened (and no greeting requested) for a caller who has gone."""
+    async with bridge_env(script(ScriptedResponse(text="Hi.", audio=GREETING))) as env:
+        env.model.reject_connections = 3  # the session would open after about 1 s
+        client = await env.call("cb-gone", speed=4.0)
+        await client.send_audio(SPEECH[:1600], paced=False)
+        await client.stop()
+        result = await env.result("cb-gone", within=10)
+        assert env.model.sessions == []
+        assert result.error is None  # the caller hung up: not a model failure
+
+
+async def test_opt_out_lists_the_number_and_hangs_up_after_the_confirmation() -> None:
+    greeting = ScriptedResponse(text="Hi!", audio=b"\x11" * 800, tool_calls=[("opt_out", {})])
+    confirmation = ScriptedResponse(text="Understood. Goodbye!", audio=b"\x66" * 4000)
+    async with bridge_env(script(greeting, confirmation)) as env:
+        env.stop_stream_on_hangup()
+        # A per-call subset without it: opt_out is offered all the same.
+        client = await env.call("cb-stop", speed=4.0, agent={"tools": ["end_call"]})
+        await asyncio.wait_for(client.closed.wait(), 10)
+        tools = env.model.sessions[0].session["tools"]
+        assert sorted(t["name"] for t in tools) == ["end_call", "opt_out"]
+        assert env.rest.calls[client.call_sid].status == "completed"
+        assert client.played_audio.count(0x66) == 4000  # the confirmation played in full
+        assert len(client_events(env, "response.create")) == 2
+        result = await env.result("cb-stop")
+        assert result.optedOut is True
+        assert [t.name for t in result.toolCalls] == ["opt_out"]
+        entry = await env.services.store.dnc_get("+15551230000")
+        assert entry is not None and (entry.source, entry.callback_id) == ("opt_out", "cb-stop")
+        resp = await env.http.post(
+            env.base + "/call/initiate",
+            json={"callbackId": "cb-again", "to": "+15551230000"},
+            headers={"X-API-Key": API_KEY},
+        )
+        assert resp.status == 403
+        assert len(env.rest.calls) == 1

@@ -64,6 +64,69 @@ def test_never_two_creates_and_queue_flushes_on_done() -> None:
     assert not t.responding
 
 
+def test_a_request_crossing_the_models_own_response_goes_again_after_it() -> None:
+    t = TurnState(server_cancels_on_barge_in=True)
+    assert t.request("after the tool") is True
+    t.started("vad", requested=False)  # server VAD's own response: ours is still unconfirmed
+    assert t.request(None) is False
+    assert t.refused(busy=True) == (False, None)  # ours crossed it: wait for its done
+    assert t.queued == 2
+    assert t.done("vad") == (True, "after the tool")  # the refused request goes first
+    t.started("ours", requested=True)
+    assert t.done("ours") == (True, None)
+    t.started("next", requested=True)
+    assert t.done("next") == (False, None)
+    assert not t.responding
+
+
+def test_our_tagged_response_confirms_the_request_and_the_models_own_does_not() -> None:
+    t = TurnState(server_cancels_on_barge_in=True)
+    t.request()
+    t.started("vad", requested=False)
+    assert t.done("vad") == (False, None)
+    assert t.responding  # still waiting for ours: no second create
+    assert t.request("x") is False
+    t.started("ours", requested=True)
+    assert t.done("ours") == (True, "x")
+
+
+def test_a_late_done_of_an_older_response_does_not_end_a_newer_one() -> None:
+    t = TurnState(server_cancels_on_barge_in=True)
+    t.request()
+    t.started("old", requested=True)
+    t.started("new", requested=False)
+    assert t.done("old") == (False, None)
+    assert t.active == "new"
+    assert t.can_cancel()
+    assert t.request() is False  # "new" is live: queued, not refused
+    p = PlaybackTracker()
+    plan = t.speech_started(p)
+    assert plan is not None and plan.response_id == "new"
+    assert not t.accepts("new") and t.accepts("old")
+    assert t.done("new") == (True, None)
+
+
+def test_a_request_refused_for_good_lets_the_next_one_go() -> None:
+    t = TurnState(server_cancels_on_barge_in=True)
+    assert t.request("bad") is True
+    assert t.request("good") is False
+    assert t.refused(busy=False) == (True, "good")
+    assert t.refused(busy=False) == (False, None)
+    assert not t.responding
+
+
+def test_a_refusal_with_nothing_live_asks_again_a_few_times_then_waits() -> None:
+    t = TurnState(server_cancels_on_barge_in=True)
+    assert t.request("greet") is True
+    for _ in range(3):
+        assert t.refused(busy=True) == (True, "greet")
+    assert t.refused(busy=True) == (False, None)  # kept for the next response's end
+    assert t.queued == 1
+    assert t.refused(busy=True) == (False, None)  # nothing of ours is unconfirmed now
+    t.started("other", requested=False)
+    assert t.done("other") == (True, "greet")
+
+
 def test_cancel_only_when_a_response_is_active() -> None:
     t = TurnState(server_cancels_on_barge_in=False)
     assert not t.can_cancel()

@@ -66,7 +66,7 @@ async def test_callbacks_racing_the_create_response_are_all_kept(
 
         async def initiate(n: int) -> int:
             async with gate:
-                resp = await api.initiate({"callbackId": f"cb-{n}", "to": "+15551234567"})
+                resp = await api.initiate({"callbackId": f"cb-{n}", "to": f"+1555123{n:04d}"})
                 return resp.status
 
         statuses = await asyncio.gather(*(initiate(n) for n in range(CALLS[timing])))

@@ -78,3 +78,30 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("CALL_TIME_LIMIT", "120")
     s = load_settings(_env_file=None)
     assert s.base_url == "https://x.example.com" and s.call_time_limit == 120 and s.port == 5050
+
+
+def test_guardrail_settings_and_their_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = make_settings()
+    assert (s.calling_hours, s.max_calls_per_number, s.frequency_window) == (
+        "08:00-21:00",
+        3,
+        86400,
+    )
+    assert s.calling_window.days == frozenset(range(7)) and not s.allow_calling_hours_override
+    monkeypatch.setenv("FREQUENCY_WINDOW", "30m")
+    monkeypatch.setenv("CALLING_DAYS", "Mon,Fri")
+    monkeypatch.setenv("CALLING_HOURS", "09:30-24:00")
+    s = make_settings()
+    assert s.frequency_window == 1800 and s.calling_days == "mon,fri"
+    assert (s.calling_window.start, s.calling_window.end) == (9.5 * 3600, 24 * 3600)
+    assert make_settings(frequency_window="7d").frequency_window == 7 * 86400
+    with pytest.raises(ConfigError) as err:
+        make_settings(
+            calling_hours="21:00-08:00",
+            calling_days="weekdays",
+            frequency_window="soon",
+            max_calls_per_number=-1,
+        )
+    text = str(err.value)
+    for name in ("CALLING_HOURS", "CALLING_DAYS", "FREQUENCY_WINDOW", "MAX_CALLS_PER_NUMBER"):
+        assert name in text

@@ -104,7 +104,8 @@ async def test_a_crashed_instance_delivery_is_picked_up_by_another(
     cluster: Instances, orchestrator: Orchestrator
 ) -> None:
     receiver, url = orchestrator
-    # An instance queues the result and leases its delivery, then dies; B starts after.
+    # An instance queues a result, leases its delivery and dies. B starts afterwards, so its
+    # worker cannot claim the delivery between the queueing and the lease.
     crashed = await cluster.database.open_store()
     try:
         await crashed.create(CallRecord("cb-crash", "+15551234567", False, AgentOverrides()))

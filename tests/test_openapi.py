@@ -8,6 +8,7 @@ from caller_engine.config import load_settings
 from caller_engine.tools.catalog import build_tools
 from caller_engine.tools.end_call import END_CALL
 from caller_engine.tools.names import TOOL_NAMES
+from caller_engine.tools.opt_out import OPT_OUT
 from caller_engine.tools.transfer import NAME as TRANSFER_CALL
 from caller_engine.web.app import create_app
 from caller_engine.web.openapi import OPERATIONS, render
@@ -58,6 +59,6 @@ def test_documented_tool_names_are_the_tools_the_engine_has() -> None:
             "google_impersonated_user": "desk@example.com",
         }
     )
-    tools = [*build_tools(settings, gateway=None), END_CALL]  # type: ignore[arg-type]
+    tools = [*build_tools(settings, gateway=None), END_CALL, OPT_OUT]  # type: ignore[arg-type]
     # transfer_call is offered per call, to the call's transfer targets.
     assert {t.name for t in tools} | {TRANSFER_CALL} == TOOL_NAMES

@@ -57,7 +57,10 @@ async def test_unknown_call_is_404_and_the_key_is_required(instances: Instances)
 
 async def test_listing_pages_through_recent_calls(instances: Instances) -> None:
     api = await instances.start()
-    sids = {cb: await _dial(api, cb) for cb in ("cb-a", "cb-b", "cb-c", "cb-d", "cb-e")}
+    sids = {
+        cb: await _dial(api, cb, to=f"+1555123456{i}")
+        for i, cb in enumerate(("cb-a", "cb-b", "cb-c", "cb-d", "cb-e"))
+    }
     params = {"CallSid": sids["cb-c"], "CallStatus": "busy", "SequenceNumber": "1"}
     await api.twilio_post("/webhooks/call-status?callbackId=cb-c", params)
     seen: list[str] = []

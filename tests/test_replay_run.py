@@ -19,7 +19,7 @@ from caller_engine.replay import markers
 from caller_engine.replay.captures import load_capture
 from caller_engine.replay.driver import Driver, Level, Target
 from caller_engine.replay.emulators import EmulatorOptions, Emulators
-from caller_engine.replay.scenario import SILENT_FRAME, Scenario, synthetic_audio
+from caller_engine.replay.scenario import SILENT_FRAME, Scenario, TurnCycle, synthetic_audio
 from caller_engine.sim.server import LoopbackServer
 from caller_engine.web.app import create_app
 from tests.bridge_env import free_port
@@ -181,3 +181,87 @@ def test_plot_without_matplotlib_says_how_to_get_it(
     args = build_parser().parse_args(["bench", "--plot", str(tmp_path / "p.png")])
     assert replay_cli._bench(args) == 2
     assert "pip install 'caller-engine[plot]'" in capsys.readouterr().err
+
+
+def _floor_module() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "floor_bridge.py"
+    spec = importlib.util.spec_from_file_location("floor_bridge", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_the_floor_bridge_and_the_product_run_the_turn_cycle_without_records() -> None:
+    """The bench's floor (bench/floor_bridge.py) passes audio both ways like the product, and
+    the driver can place calls without /call/initiate against either."""
+    from aiohttp import web
+
+    cycle = TurnCycle(
+        greeting_ms=400, first_turn_ms=600, every_ms=2000, speech_ms=200, answer_ms=1000
+    )
+    audio = synthetic_audio(cycle, 3000)  # the second turn's answer may be cut by the hang-up
+    emulators = Emulators(EmulatorOptions(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN))
+    await emulators.start()
+    port = free_port()
+    model_url = emulators.server_env()["OPENAI_REALTIME_URL"] + "?model=gpt-realtime"
+    floor = _floor_module().Floor(
+        f"ws://127.0.0.1:{port}/media-stream", model_url, emulators.options.openai_key
+    )
+    app = web.Application()
+    app.router.add_get("/health", floor.health)
+    app.router.add_route("*", "/twiml/outbound", floor.twiml)
+    app.router.add_get("/media-stream", floor.media)
+    server = LoopbackServer(app)
+    await server.start(port)
+    target = Target(f"http://127.0.0.1:{port}", AUTH_TOKEN, ACCOUNT_SID, None)
+    try:
+        async with Driver(target, emulators, [audio], scenario=cycle) as driver:
+            result = await driver.run_level(Level(2, 2, 10, initiate=False))
+    finally:
+        await server.stop()
+        await emulators.stop()
+    report = result.report
+    assert report["failedCalls"] == 0
+    assert report["callsWithLoss"] == 0 and report["maxLostInOneCall"] == 0
+    assert report["callerToModel"]["lost"] == 0 and report["callerToModel"]["received"] > 0
+    # the greeting and one answer per caller turn reached each caller
+    assert report["modelToCaller"]["received"] >= 2 * (400 + 1000) // 20
+    assert report["modelToCaller"]["lost"] == 0
+
+    async with (
+        replay_target() as (emulators, target),
+        Driver(target, emulators, [audio], scenario=cycle) as driver,
+    ):
+        product = await driver.run_level(Level(2, 2, 10, initiate=False))
+    assert product.report["failedCalls"] == 0 and product.report["callsWithLoss"] == 0
+    assert product.report["modelToCaller"]["received"] >= 2 * (400 + 1000) // 20
+
+
+async def test_call_costs_are_measured_per_phase_with_and_without_a_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bench's per-call CPU phases run against a server (here in this process, whose
+    own polling counts as quiet)."""
+    from caller_engine.replay import costs
+    from caller_engine.replay.costs import cpu_ns, measure_call_costs
+
+    if cpu_ns(os.getpid()) is None:
+        pytest.skip("no /proc/<pid>/task/*/schedstat here")
+    monkeypatch.setattr(costs, "QUIET_NS", 5_000_000)
+    monkeypatch.setattr(costs, "MAX_SETTLE_S", 1.0)
+    async with (
+        replay_target() as (emulators, target),
+        Driver(target, emulators, [synthetic_audio(SCENARIO, 600)], scenario=SCENARIO) as driver,
+    ):
+        driver.server_pid = os.getpid()
+        with_record = await measure_call_costs(driver, 2, with_record=True)
+        without = await measure_call_costs(driver, 2, with_record=False)
+    assert set(with_record) == {"initiate", "setup", "teardown"}
+    assert set(without) == {"setup", "teardown"}
+    for figures in (*with_record.values(), *without.values()):
+        assert figures["calls"] == 2
+        assert 0 < figures["medianMs"] <= figures["maxMs"]
+    assert emulators.rest.calls  # the initiated calls were placed through Twilio's REST API

@@ -338,3 +338,49 @@ def test_plot_draws_a_png_or_names_the_missing_extra(tmp_path: Path) -> None:
     else:
         with pytest.raises(PlotUnavailable, match=r"caller-engine\[plot\]"):
             plot_latency([(1, samples)], path)
+
+
+def test_turn_cycle_says_the_greeting_once_and_repeats_the_answers() -> None:
+    from caller_engine.replay.scenario import MarkedScript, TurnCycle
+
+    cycle = TurnCycle(tool="send_sms")
+    plan = cycle.responses()
+    assert [p.audio_ms for p in plan] == [2000, 1000, 1000]
+    assert plan[1].tool_calls and not plan[2].tool_calls
+    script = MarkedScript(plan=plan, repeat_from=cycle.repeat_from)
+    texts = [script.next_response().text for _ in range(5)]
+    assert texts == [p.text for p in (plan[0], plan[1], plan[2], plan[1], plan[2])]
+    pattern = cycle.caller_pattern(12_000)
+    starts = [i * 20 for i, loud in enumerate(pattern) if loud and (i == 0 or not pattern[i - 1])]
+    assert starts == [3000, 7000, 11000]
+    assert sum(pattern[150:180]) == 30  # 3000..3600 ms: the caller speaks for 600 ms
+
+
+def test_floor_comparison_ratios_and_table() -> None:
+    from caller_engine.replay.floor import compare, format_comparison
+
+    product = {
+        "concurrency": 100,
+        "server": {"cpuPercentPerCall": 0.3, "rssMb": 90.0},
+        "callerToModel": {"p99": 4.0},
+        "modelToCaller": {"p99": 6.0},
+        "wholeRun": {"callerToModel": {"max": 50.0}, "modelToCaller": {"max": 20.0}},
+        "callsWithLoss": 1,
+        "maxLostInOneCall": 3,
+    }
+    floor = {
+        "concurrency": 100,
+        "server": {"cpuPercentPerCall": 0.25, "rssMb": 45.0},
+        "callerToModel": {"p99": 2.0},
+        "modelToCaller": {"p99": 3.0},
+        "wholeRun": {"callerToModel": {"max": 10.0}, "modelToCaller": {"max": 0.0}},
+        "callsWithLoss": 0,
+        "maxLostInOneCall": 0,
+    }
+    row = compare(product, floor)
+    assert row["cpuPercentPerCall"]["ratio"] == 1.2
+    assert row["rssMb"]["ratio"] == 2.0
+    assert row["modelToCallerMaxWholeLevel"]["ratio"] is None  # nothing to divide by
+    assert row["callsWithLoss"] == {"product": 1, "floor": 0}
+    table = format_comparison([row], "no tool call")
+    assert "| 100 | 0.3 / 0.25 (1.20×) |" in table

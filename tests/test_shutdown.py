@@ -50,6 +50,8 @@ async def server_process(tmp_path: Path, **env: str) -> AsyncIterator[dict[str, 
         "OPENAI_REALTIME_URL": servers[1].ws_url + "/v1/realtime",
         "OPENAI_BASE_URL": servers[2].url + "/v1",
         "DATABASE_URL": f"sqlite:///{tmp_path}/calls.db",
+        # A server process reads the real clock: let it call at any hour.
+        "CALLING_HOURS": "00:00-24:00",
         **env,
     }
     proc = await asyncio.create_subprocess_exec(

@@ -274,6 +274,34 @@ async def test_second_create_and_idle_cancel_answer_the_server_errors(realtime: 
     assert all(v.startswith("response.") for v in session.violations)
 
 
+async def test_a_response_is_over_once_its_done_is_written_even_while_the_write_waits(
+    realtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client may answer response.done with response.create at once: the live server
+    accepts it. The emulator must too when writing response.done waits for a full socket."""
+    client, session = await connected(realtime)
+    send_str = session._ws.send_str
+    release = asyncio.Event()
+
+    async def backed_up(data: str, compress: int | None = None) -> None:
+        await send_str(data)
+        if '"response.done"' in data:
+            await release.wait()  # as a write waits for a full socket to drain
+
+    monkeypatch.setattr(session._ws, "send_str", backed_up)
+    await client.send({"type": "response.create"})
+    await client.until("response.done")
+    await client.send({"type": "response.create", "event_id": "evt_next"})
+    async with asyncio.timeout(3):
+        while len(session.response_requests) < 2:
+            await asyncio.sleep(0.005)
+    release.set()
+    events = await client.until("response.done")
+    assert "error" not in types(events)
+    assert "response.created" in types(events)
+    assert session.violations == []
+
+
 async def test_client_cancel_ends_the_response_with_no_more_deltas(realtime: Any) -> None:
     emulator, _ = realtime
     emulator.delta_interval = 0.5  # the stream waits between deltas; a cancel wakes it

@@ -104,3 +104,31 @@ def test_cli_lists_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_rejects_unknown_scenario(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "nope"]) == 2
     assert "unknown scenario" in capsys.readouterr().err
+
+
+async def test_opt_out() -> None:
+    async with simulated("opt-out") as (world, outcome):
+        assert outcome.problems == []
+        callback_id = outcome.result.callbackId
+        # The default prompt tells the agent, and the tool is offered.
+        received = world.model.sessions[0].received
+        update = next(e for e in received if e["type"] == "session.update")
+        session = update["session"]
+        assert "opt_out" in session["instructions"]
+        assert "opt_out" in [t["name"] for t in session["tools"]]
+        [call] = outcome.result.toolCalls
+        assert call.name == "opt_out" and call.output["status"] == "listed"
+        # Listed at once, from this call; the goodbye played in full, then the server hung up.
+        assert outcome.listed is not None
+        assert (outcome.listed.source, outcome.listed.callback_id) == ("opt_out", callback_id)
+        assert outcome.result.transcript[-1].role == "agent"
+        assert not outcome.result.transcript[-1].interrupted
+        assert outcome.ended_by == "server"
+        assert world.orchestrator.results[callback_id]["optedOut"] is True
+        # Every later call to the number is refused before dialing.
+        assert outcome.second_call == (403, "do_not_call")
+        assert len(world.rest.calls) == 1
+        resp = await world.http.get(
+            f"{world.base_url}/dnc/{CALLEE_NUMBER}", headers={"X-API-Key": world.api_key}
+        )
+        assert (await resp.json())["source"] == "opt_out"

@@ -13,6 +13,7 @@ from caller_engine.bridge.handoff import Handoff, Handoffs
 from caller_engine.bridge.prewarm import Prewarmer
 from caller_engine.bridge.registry import ActiveCalls
 from caller_engine.bridge.session import MACHINE, CallSession
+from caller_engine.calls import gate
 from caller_engine.calls.availability import StoreUnavailable
 from caller_engine.calls.models import AgentOverrides, CallRecord
 from caller_engine.calls.result import CallResult, Summary
@@ -25,6 +26,7 @@ from caller_engine.logging import call_logger
 from caller_engine.metrics import Metrics
 from caller_engine.realtime.base import RealtimeConnector
 from caller_engine.telephony.rest import TelephonyError, TwilioGateway
+from caller_engine.tools.opt_out import OPT_OUT
 from caller_engine.tools.registry import Tool, ToolRegistry
 from caller_engine.tools.transfer import NAME as TRANSFER_CALL
 from caller_engine.tools.transfer import transfer_tool
@@ -64,7 +66,9 @@ class Bridge:
         calls.on_ended(self.handoffs.call_ended)
 
     def tools_for(self, agent: AgentOverrides) -> list[Tool]:
-        """The call's tools; `transfer_call` when it has people to transfer to."""
+        """The call's tools: its subset; `transfer_call` when it has people to transfer to;
+        always `opt_out` when the deployment has it (a callee's request not to be called
+        again is honoured on every call)."""
         tools = self.tools.select(agent.tools)
         if agent.tools is None or TRANSFER_CALL in agent.tools:
             configured = self.settings.configured_transfer_targets
@@ -75,6 +79,9 @@ class Bridge:
                 targets = []
             if targets:
                 tools.append(transfer_tool(targets))
+        opt_out = self.tools.get(OPT_OUT.name)
+        if opt_out is not None and opt_out not in tools:
+            tools.append(opt_out)
         return tools
 
     def observe_tool(self, name: str, ok: bool, duration_ms: float) -> None:
@@ -138,6 +145,7 @@ class Bridge:
         task.add_done_callback(self._post_call.discard)
 
     async def _post_call_work(self, session: CallSession) -> None:
+        gate.priority.set(gate.BACKGROUND)  # behind live calls' store work
         log = session.log
         try:
             async with asyncio.timeout(POST_CALL_TIMEOUT):
@@ -207,6 +215,7 @@ class Bridge:
             error=session.error,
             metadata=session.agent.metadata,
             transfer=handoff.transfer if handoff is not None else None,
+            optedOut=session.opted_out,
         )
 
     async def close(self) -> None:
@@ -241,10 +250,11 @@ class LogResultSink:
     async def publish(self, result: CallResult) -> None:
         log = call_logger(result.callbackId, result.callSid)
         log.info(
-            "call result: {} ({} transcript entries, {} tool calls, summary {}{})",
+            "call result: {} ({} transcript entries, {} tool calls, summary {}{}{})",
             result.status,
             len(result.transcript),
             len(result.toolCalls),
             "ok" if result.summary else "missing",
             f", error {result.error.get('code')}" if result.error else "",
+            ", opted out" if result.optedOut else "",
         )

@@ -21,8 +21,9 @@ from caller_engine.bridge.metrics import CallMetrics
 from caller_engine.bridge.playback import BYTES_PER_MS, PlaybackTracker, b64_decoded_len
 from caller_engine.bridge.prewarm import Warm
 from caller_engine.bridge.turns import TurnState
+from caller_engine.calls import gate
 from caller_engine.calls.availability import StoreUnavailable
-from caller_engine.calls.models import AgentOverrides, CallRecord
+from caller_engine.calls.models import AgentOverrides, CallRecord, DncEntry
 from caller_engine.calls.result import ToolCallRecord
 from caller_engine.calls.transfer import TransferTarget
 from caller_engine.logging import call_logger
@@ -69,6 +70,7 @@ RECONNECT_DELAYS = (0.0, 0.25, 0.75, 1.5)
 CONNECT_TIMEOUT = 3.0
 STOP_GRACE = 3.0
 END_CALL_FALLBACK = 20.0
+MAX_EARLY_FRAMES = 500  # 10 s of caller audio kept while the model session opens
 MACHINE = frozenset(
     {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
 )
@@ -101,6 +103,8 @@ class CallSession:
         self.end_reason = "completed"
         self.error: dict[str, str] | None = None
         self.ending = False
+        self.opted_out = False
+        self._end_after_reply: str | None = None
         self._hangup_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._tool_tasks: dict[str, asyncio.Task[None]] = {}
@@ -110,6 +114,8 @@ class CallSession:
         self.capture = MediaCapture()
         self._warm: Warm | None = None
         self._started_task: asyncio.Task[None] | None = None
+        self._early: list[str] | None = []  # caller audio before the model session is open
+        self._early_digits: list[str] = []
         # A transfer to a person; the agent time of this call's earlier streams (after a
         # transfer that did not connect, the call comes back on a new stream).
         self.handoff: Handoff | None = None
@@ -128,23 +134,48 @@ class CallSession:
         return self.prior_ai + (stopped - self.stream_began)
 
     async def run(self) -> None:
+        gate.priority.set(gate.URGENT)  # the store work a greeting waits on goes first
         start = await self._wait_start()
         if start is None:
             await self.ws.close()
             return
         if not await self._begin(start):
             return
+        # The caller's frames are read from the start: while the model session is being
+        # opened they wait in `_early` (and go out in order before any later frame), so
+        # nothing the caller says is held in the socket and setup work never blocks them.
+        caller = asyncio.create_task(self._caller_to_model(), name="caller->model")
         try:
-            self.model = await self._open_model()
-            if self.model is None:
-                await self._hangup("model unavailable")
-                await self._wait_stop()
+            model = await self._open_model()
+            if self._stopped.is_set():  # the caller hung up while the session opened
+                self.model = model  # closed by _finish
                 return
+            if model is None:
+                await self._hangup("model unavailable")
+                await asyncio.wait({caller}, timeout=STOP_GRACE)
+                return
+            self._go_live(model)
             await self._greet()
+            for digit in self._early_digits:
+                await self._forward_dtmf(digit)
             self._started_task = asyncio.create_task(self._record_start())
-            await self._pump()
+            await self._pump(caller)
         finally:
+            caller.cancel()
+            await asyncio.gather(caller, return_exceptions=True)
             await self._finish()
+
+    def _go_live(self, model: RealtimeSession) -> None:
+        """The model session is open: send it the frames that waited, then go direct.
+        No await in between, so no frame can overtake the early ones."""
+        early, self._early = self._early, None
+        metrics = self.metrics
+        for payload in early or ():
+            if model.send_audio(payload):
+                metrics.frames_in += 1
+            else:
+                metrics.dropped_in += 1
+        self.model = model
 
     async def _wait_start(self) -> Start | None:
         try:
@@ -209,6 +240,7 @@ class CallSession:
             log=self.log,
             end_call=self._end_call_requested,
             transfer=self._transfer_requested,
+            opt_out=self._opt_out_requested,
         )
         self.bridge.handoffs.adopt(self)
         self.bridge.active.add(self)
@@ -220,11 +252,10 @@ class CallSession:
         machine result that arrived between the TwiML fetch and this stream."""
         assert self.stream_sid is not None
         store, callback_id, stream_sid = self.bridge.store, self.callback_id, self.stream_sid
-        stored = await self.bridge.calls.pending.attempt(
+        record = await self.bridge.calls.pending.attempt_returning(
             "stream start", callback_id, lambda: store.stream_started(callback_id, stream_sid)
         )
-        if stored and self.answered_by is None:
-            record = await self.bridge.store.get(self.callback_id)
+        if self.answered_by is None:
             answered_by = record.answered_by if record is not None else None
             if answered_by in MACHINE and self.answered_by is None:
                 await self.on_machine(answered_by)
@@ -280,8 +311,7 @@ class CallSession:
             return
         await self._request_response(greeting_instructions(self.config, self.agent.greeting))
 
-    async def _pump(self) -> None:
-        caller = asyncio.create_task(self._caller_to_model(), name="caller->model")
+    async def _pump(self, caller: asyncio.Task[None]) -> None:
         model = asyncio.create_task(self._model_to_caller(), name="model->caller")
         limit = max(2.0, self.settings.call_time_limit + 2.0 - self.prior_ai)
         try:
@@ -309,6 +339,9 @@ class CallSession:
 
     async def _finish(self) -> None:
         self._stopped.set()
+        if self._early:  # the model session never opened
+            self.metrics.dropped_in += len(self._early)
+        self._early = None
         self.stopped_at = self.loop.time()
         self.capture.close()
         if self.model is not None:
@@ -324,6 +357,7 @@ class CallSession:
         if self._started_task is not None:
             await asyncio.wait({self._started_task})
         self.bridge.active.discard(self)
+        gate.priority.set(gate.BACKGROUND)  # the call is over: its writes can wait
         counters = self.bridge.metrics
         counters.malformed_frames.inc(self.metrics.malformed + self.metrics.media_before_start)
         counters.dropped_frames.inc(self.metrics.dropped_in)
@@ -342,15 +376,6 @@ class CallSession:
         await self._hangup(reason)
         if not self.ws.closed:
             await self.ws.close()
-
-    async def _wait_stop(self) -> None:
-        try:
-            async with asyncio.timeout(STOP_GRACE):
-                async for msg in self.ws:
-                    if msg.type == WSMsgType.TEXT and '"stop"' in msg.data:
-                        return
-        except TimeoutError:
-            return
 
     # -- caller → model (hot path) --------------------------------------------------
 
@@ -379,6 +404,8 @@ class CallSession:
                 model = self.model
                 if model is not None and model.send_audio(event.payload):
                     metrics.frames_in += 1
+                elif (early := self._early) is not None and len(early) < MAX_EARLY_FRAMES:
+                    early.append(event.payload)
                 else:
                     metrics.dropped_in += 1
             elif type(event) is Mark:
@@ -394,6 +421,12 @@ class CallSession:
     async def _dtmf(self, digit: str) -> None:
         self.transcript.dtmf(digit, self.now())
         self.log.info("caller pressed {}", digit)
+        if self._early is not None:
+            self._early_digits.append(digit)  # forwarded once the session is open
+        else:
+            await self._forward_dtmf(digit)
+
+    async def _forward_dtmf(self, digit: str) -> None:
         if self.model is not None:
             try:
                 await self.model.send_user_text(f"[The caller pressed the {digit} key]")
@@ -481,7 +514,7 @@ class CallSession:
         elif isinstance(event, SpeechStopped):
             self.metrics.speech_stopped(self.loop.time())
         elif isinstance(event, ResponseStarted):
-            self.turns.started(event.response_id)
+            self.turns.started(event.response_id, event.requested)
         elif isinstance(event, AgentItem):
             self.transcript.agent_item(event.item_id, self.now())
         elif isinstance(event, AgentTranscript):
@@ -495,10 +528,11 @@ class CallSession:
         elif isinstance(event, ResponseDone):
             await self._response_done(event)
         elif isinstance(event, ProviderError):
-            self.metrics.model_errors += 1
-            self.log.warning("model error {}: {}", event.code, event.message)
-            if event.code == "conversation_already_has_active_response":
-                self.turns.request_failed()
+            if event.refused_request:
+                await self._request_refused(event)
+            else:
+                self.metrics.model_errors += 1
+                self.log.warning("model error {}: {}", event.code, event.message)
 
     async def _response_done(self, event: ResponseDone) -> None:
         if self.turns.accepts(event.response_id) and (mark := self.playback.flush()) is not None:
@@ -512,6 +546,17 @@ class CallSession:
         await self._follow_up(event.response_id)
         if self.ending:
             self._maybe_hang_up()
+
+    async def _request_refused(self, event: ProviderError) -> None:
+        busy = event.code == "conversation_already_has_active_response"
+        if busy:
+            self.log.info("response request crossed one the model started; asking again after it")
+        else:
+            self.metrics.model_errors += 1
+            self.log.warning("model refused a response request ({}): {}", event.code, event.message)
+        send, instructions = self.turns.refused(busy)
+        if send and self.model is not None:
+            await self.model.create_response(instructions)
 
     async def _request_response(self, instructions: str | None = None) -> None:
         if self.turns.request(instructions) and self.model is not None:
@@ -560,6 +605,9 @@ class CallSession:
             self._maybe_hang_up()
             return
         await self._request_response()
+        if self._end_after_reply is not None:
+            reason, self._end_after_reply = self._end_after_reply, None
+            await self._end_call_requested(reason)
 
     async def pending_tools(self) -> None:
         tasks = [t for t in self._tool_tasks.values() if not t.done()]
@@ -568,9 +616,9 @@ class CallSession:
 
     # -- ending ----------------------------------------------------------------------
 
-    async def _end_call_requested(self) -> None:
+    async def _end_call_requested(self, reason: str = "agent ended the call") -> None:
         self.ending = True
-        self.end_reason = "agent ended the call"
+        self.end_reason = reason
         self.loop.call_later(END_CALL_FALLBACK, self._force_end)
 
     async def _transfer_requested(
@@ -586,6 +634,24 @@ class CallSession:
             "status": "transferring",
             "message": "The caller will be put through once your sentence has played.",
         }
+
+    async def _opt_out_requested(self, reason: str) -> None:
+        """The callee asked not to be called again: list the number now; the call ends once
+        the agent's reply to the tool result has played."""
+        entry = DncEntry(
+            number=self.callee,
+            source="opt_out",
+            reason=reason or "asked during the call not to be called again",
+            callback_id=self.callback_id,
+        )
+        _, created = await self.bridge.store.dnc_add(entry)
+        self.opted_out = True
+        self.log.info(
+            "callee opted out: number {} the do-not-call list",
+            "added to" if created else "already on",
+        )
+        if not self.ending:
+            self._end_after_reply = "callee opted out"
 
     def _force_end(self) -> None:
         if self._hangup_task is None and not self._stopped.is_set() and self.ending:

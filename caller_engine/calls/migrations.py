@@ -126,9 +126,43 @@ def _v2_call_transfer(conn: Connection) -> None:
     conn.execute(text(f"ALTER TABLE calls ADD COLUMN transfer {kind}"))
 
 
+def _v3_dialing_guardrails(conn: Connection) -> None:
+    """The do-not-call list; per-call calling-hours facts; calls by number and time for the
+    frequency cap. Self-contained: it depends only on the `calls` table of version 1."""
+    meta = MetaData()
+    Table(
+        "do_not_call",
+        meta,
+        Column("number", String(32), primary_key=True),
+        Column("source", String(16), nullable=False),
+        Column("reason", Text, nullable=True),
+        Column("callback_id", String(128), nullable=True),
+        Column("created_at", UtcDateTime, nullable=False),
+    )
+    meta.create_all(conn)
+    preparer = conn.dialect.identifier_preparer
+    boolean = Boolean().compile(dialect=conn.dialect)
+    varchar = String(64).compile(dialect=conn.dialect)
+    false_ = "false" if conn.dialect.name == "postgresql" else "0"
+    table = preparer.quote("calls")
+    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN callee_timezone {varchar}"))
+    conn.execute(
+        text(
+            f"ALTER TABLE {table} ADD COLUMN ignore_calling_hours {boolean} "
+            f"NOT NULL DEFAULT {false_}"
+        )
+    )
+    conn.execute(
+        text(f"CREATE INDEX ix_calls_to_number_created_at ON {table} (to_number, created_at)")
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "call records and the result outbox", _v1_calls_and_deliveries),
     Migration(2, "the hand-off of a call to a person", _v2_call_transfer),
+    Migration(
+        3, "dialing guardrails: do-not-call list, calling-hours facts", _v3_dialing_guardrails
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from caller_engine.calls.transfer import TargetSpec, Transfer
+from caller_engine.guardrails.zones import valid_zone
 from caller_engine.results.destinations import url_problem
 from caller_engine.tools.names import ToolName
 
@@ -62,6 +63,15 @@ class InitiateRequest(BaseModel):
         description="where this call's result is POSTed instead of RESULT_WEBHOOK_URL; "
         "loopback, private and link-local addresses are refused unless the server allows them",
     )
+    callee_timezone: str | None = Field(None, alias="calleeTimezone", max_length=64)
+    ignore_calling_hours: bool = Field(False, alias="ignoreCallingHours")
+
+    @field_validator("callee_timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        if value is not None and not valid_zone(value):
+            raise ValueError("must be an IANA time zone name such as America/New_York")
+        return value
 
     @field_validator("result_webhook_url")
     @classmethod
@@ -117,7 +127,23 @@ class CallRecord:
     result_source: str | None = None
     delivery: DeliveryState | None = None
     transfer: Transfer | None = None
+    callee_timezone: str | None = None  # given at initiate instead of the number's zones
+    ignore_calling_hours: bool = False  # calling hours were overridden for this call
 
     @property
     def is_final(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+DncSource = Literal["api", "opt_out"]
+
+
+@dataclass(frozen=True, slots=True)
+class DncEntry:
+    """A number on the do-not-call list."""
+
+    number: str
+    source: DncSource
+    reason: str | None = None
+    callback_id: str | None = None  # the call it came from (opt-out), or the caller's own id
+    created_at: datetime = field(default_factory=utcnow)

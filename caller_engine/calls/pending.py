@@ -13,6 +13,7 @@ import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from loguru import logger
 
@@ -20,6 +21,7 @@ from caller_engine.calls.availability import StoreUnavailable
 from caller_engine.logging import call_logger
 
 Write = Callable[[], Awaitable[object]]
+T = TypeVar("T")
 
 DEFAULT_LIMIT = 5_000
 FIRST_DELAY = 0.25
@@ -55,16 +57,22 @@ class PendingWrites:
 
     async def attempt(self, what: str, callback_id: str | None, write: Write) -> bool:
         """Write now; when the database is unavailable, queue it. True when stored now."""
+        stored = await self.attempt_returning(what, callback_id, _done(write))
+        return stored is not None
+
+    async def attempt_returning(
+        self, what: str, callback_id: str | None, write: Callable[[], Awaitable[T]]
+    ) -> T | None:
+        """Like `attempt`, with what the write returned; None when it was queued."""
         if self._queue:  # keep the order: behind what already waits
             self.defer(what, callback_id, write)
-            return False
+            return None
         try:
-            await write()
+            return await write()
         except StoreUnavailable as exc:
             call_logger(callback_id).warning("database unavailable ({}): {} queued", exc, what)
             self.defer(what, callback_id, write)
-            return False
-        return True
+            return None
 
     def defer(self, what: str, callback_id: str | None, write: Write) -> bool:
         """Queue a write that failed for want of the database; False when full (dropped)."""
@@ -121,3 +129,11 @@ class PendingWrites:
                 )
             self._queue.popleft()
             delay = self.first_delay
+
+
+def _done(write: Write) -> Callable[[], Awaitable[bool]]:
+    async def wrapped() -> bool:
+        await write()
+        return True
+
+    return wrapped

@@ -61,6 +61,7 @@ class CallResult(BaseModel):
     error: dict[str, Any] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     transfer: Transfer | None = None
+    optedOut: bool = Field(False, description="the callee asked not to be called again")
 
 
 class ResultSink(Protocol):

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -79,9 +80,22 @@ calls = Table(
     Column("result_source", String(16), nullable=True),
     Column("dial_attempts", Integer, nullable=False),
     Column("transfer", Json(), nullable=True),
+    Column("callee_timezone", String(64), nullable=True),
+    Column("ignore_calling_hours", Boolean, nullable=False, server_default=false()),
     Index("ix_calls_call_sid", "call_sid", unique=True),
     Index("ix_calls_created_at", "created_at", "callback_id"),
     Index("ix_calls_status", "status"),
+    Index("ix_calls_to_number_created_at", "to_number", "created_at"),
+)
+
+do_not_call = Table(
+    "do_not_call",
+    metadata,
+    Column("number", String(32), primary_key=True),
+    Column("source", String(16), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("callback_id", String(128), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
 )
 
 deliveries = Table(

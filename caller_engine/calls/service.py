@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from caller_engine.calls.availability import StoreUnavailable
-from caller_engine.calls.models import CallRecord, InitiateRequest
+from caller_engine.calls.models import CallRecord, InitiateRequest, utcnow
 from caller_engine.calls.pending import PendingWrites
 from caller_engine.calls.result import CallResult, ResultSink
 from caller_engine.calls.status import event_from_params
 from caller_engine.calls.store import CallStore, DuplicateCall
 from caller_engine.config import Settings
+from caller_engine.guardrails.policy import Admission, CallingHours, CallRefused
 from caller_engine.logging import call_logger
+from caller_engine.metrics import Metrics
 from caller_engine.results.build import result_from_record
 from caller_engine.results.rules import ResultSource
 from caller_engine.telephony.rest import (
@@ -49,10 +50,22 @@ class InitiateOutcome:
 
 
 class CallService:
-    def __init__(self, settings: Settings, gateway: TwilioGateway, store: CallStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        gateway: TwilioGateway,
+        store: CallStore,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        """`clock`: the wall clock calling hours are judged by."""
         self.settings = settings
         self.gateway = gateway
         self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.hours = CallingHours(settings.calling_window, settings.allow_calling_hours_override)
         self._answered_by_listeners: list[AnsweredByListener] = []
         self._ended_listeners: list[EndedListener] = []
         self._sinks: list[ResultSink] = []
@@ -94,6 +107,12 @@ class CallService:
         result = result_from_record(record, voicemail=voicemail, error=error)
         if result is None:
             return False
+        if record.stream_started_at is not None:
+            # An opt-out during the call is on the do-not-call list even when the bridge's
+            # result never came.
+            listed = await self.store.dnc_get(record.to)
+            if listed is not None and listed.source == "opt_out":
+                result.optedOut = listed.callback_id == record.callback_id
         return await self.finish(result, source="record")
 
     def on_answered_by(self, listener: AnsweredByListener) -> None:
@@ -112,18 +131,51 @@ class CallService:
             s.public_url("/webhooks/amd" + q) + CALLBACK_RETRY,
         )
 
+    def _admission(self, req: InitiateRequest) -> tuple[Admission, bool]:
+        """What the call must pass, and whether its calling hours were overridden."""
+        decision = self.hours.decide(
+            req.to,
+            self.clock(),
+            callee_timezone=req.callee_timezone,
+            ignore=req.ignore_calling_hours,
+        )
+        s = self.settings
+
+        def open_from(at: datetime) -> datetime:
+            if decision.overridden:
+                return at
+            return self.hours.adjust(req.to, at, req.callee_timezone)
+
+        admission = Admission(
+            hours=decision.refusal,
+            max_calls=s.max_calls_per_number,
+            window=timedelta(seconds=s.frequency_window),
+            open_from=open_from,
+        )
+        return admission, decision.overridden
+
     async def initiate(self, req: InitiateRequest) -> InitiateOutcome:
-        """Dial once per callbackId. Raises CallConflict or TelephonyError."""
+        """Dial once per callbackId. Raises CallRefused, CallConflict or TelephonyError."""
+        admission, overridden = self._admission(req)
         record = CallRecord(
             callback_id=req.callback_id,
             to=req.to,
             record=req.record,
             agent=req.agent,
             result_webhook_url=req.result_webhook_url,
+            callee_timezone=req.callee_timezone,
+            ignore_calling_hours=overridden,
         )
         log = call_logger(req.callback_id)
         try:
-            await self.store.create(record)
+            await self.store.create(record, admission)
+        except CallRefused as refusal:
+            log.bind(reason=refusal.reason).warning(
+                "initiate refused ({}) to={}: {}", refusal.reason, _mask(req.to), refusal.message
+            )
+            if self.metrics is not None:
+                self.metrics.initiate_refused.labels(refusal.reason).inc()
+            raise
         except DuplicateCall as dup:
             if dup.existing.to != req.to:
                 raise CallConflict(
@@ -165,18 +217,19 @@ class CallService:
             raise
         # The call exists now: answer with it even if the database just went away (the
         # CallSid is written when it is back; its callbacks find it by callbackId anyway).
-        stored_now = await self.pending.attempt(
+        stored = await self.pending.attempt_returning(
             "CallSid",
             req.callback_id,
             lambda: self.store.dialed(req.callback_id, created.sid, created.status),
         )
         call_logger(req.callback_id, created.sid).info(
-            "call created to={} status={}", _mask(req.to), created.status
+            "call created to={} status={}{}",
+            _mask(req.to),
+            created.status,
+            " (calling hours overridden)" if overridden else "",
         )
         record.call_sid, record.status = created.sid, created.status
-        with contextlib.suppress(StoreUnavailable):
-            record = (await self.store.get(req.callback_id) if stored_now else None) or record
-        return InitiateOutcome(record, duplicate=False)
+        return InitiateOutcome(stored or record, duplicate=False)
 
     async def _settled(self, record: CallRecord) -> CallRecord:
         """A duplicate that races the first request waits until that one has dialed (or

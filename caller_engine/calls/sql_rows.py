@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from caller_engine.calls.codec import event_from_json, event_to_json
-from caller_engine.calls.models import AgentOverrides, CallRecord
+from caller_engine.calls.models import AgentOverrides, CallRecord, DncEntry
 from caller_engine.calls.result import CallResult
 from caller_engine.calls.transfer import Transfer
 from caller_engine.results.state import DeliveryState
@@ -38,6 +38,8 @@ def record_values(record: CallRecord) -> dict[str, Any]:
         "result": record.result.model_dump(mode="json") if record.result else None,
         "result_source": record.result_source,
         "transfer": record.transfer.model_dump(mode="json") if record.transfer else None,
+        "callee_timezone": record.callee_timezone,
+        "ignore_calling_hours": record.ignore_calling_hours,
     }
 
 
@@ -66,7 +68,29 @@ def record_from_row(row: Mapping[Any, Any], delivery: DeliveryState | None = Non
         result_webhook_url=row["result_webhook_url"],
         result_source=row["result_source"],
         delivery=delivery,
+        callee_timezone=row["callee_timezone"],
+        ignore_calling_hours=bool(row["ignore_calling_hours"]),
         transfer=Transfer.model_validate(row["transfer"]) if row["transfer"] else None,
+    )
+
+
+def dnc_values(entry: DncEntry) -> dict[str, Any]:
+    return {
+        "number": entry.number,
+        "source": entry.source,
+        "reason": entry.reason,
+        "callback_id": entry.callback_id,
+        "created_at": entry.created_at,
+    }
+
+
+def dnc_from_row(row: Mapping[Any, Any]) -> DncEntry:
+    return DncEntry(
+        number=row["number"],
+        source=row["source"],
+        reason=row["reason"],
+        callback_id=row["callback_id"],
+        created_at=row["created_at"],
     )
 
 

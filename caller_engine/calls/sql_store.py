@@ -11,27 +11,36 @@ A database that is down, locked or full raises StoreUnavailable (calls.availabil
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import ColumnElement, Row, and_, or_, select, text, update
+from sqlalchemy import ColumnElement, Row, and_, delete, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from caller_engine.calls import mutations
 from caller_engine.calls.availability import guarded
+from caller_engine.calls.gate import STORE_CONCURRENCY, PriorityGate
 from caller_engine.calls.migrations import upgrade
-from caller_engine.calls.models import CallRecord, StatusEvent, utcnow
+from caller_engine.calls.models import CallRecord, DncEntry, StatusEvent, utcnow
 from caller_engine.calls.result import CallResult
-from caller_engine.calls.schema import calls, deliveries
+from caller_engine.calls.schema import calls, deliveries, do_not_call
 from caller_engine.calls.sql_engine import create_engine, prepare, reading, writing
-from caller_engine.calls.sql_rows import delivery_from_row, record_from_row, record_values
-from caller_engine.calls.store import DuplicateCall
+from caller_engine.calls.sql_rows import (
+    delivery_from_row,
+    dnc_from_row,
+    dnc_values,
+    record_from_row,
+    record_values,
+)
+from caller_engine.calls.store import DuplicateCall, merged_listing
 from caller_engine.calls.transfer import Transfer
 from caller_engine.failures import describe
+from caller_engine.guardrails.policy import Admission, CallRefused, admit
 from caller_engine.results.payload import encode_result
 from caller_engine.results.rules import ResultSource, takes_result
 from caller_engine.results.sql_outbox import SqlOutbox
@@ -40,11 +49,33 @@ Clock = Callable[[], datetime]
 PING_TIMEOUT = 2.0
 
 
+async def _lock_number(conn: AsyncConnection, number: str) -> None:
+    """Serialize, until the transaction ends, everything that admits or lists one number.
+    PostgreSQL only: on SQLite every write transaction is already exclusive."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext('caller_engine.number:' || :number))"),
+            {"number": number},
+        )
+
+
 class SqlCallStore:
     def __init__(self, engine: AsyncEngine, *, clock: Clock = utcnow) -> None:
         self.engine = engine
         self.clock = clock
-        self.outbox = SqlOutbox(engine, clock=clock)
+        self.gate = PriorityGate(STORE_CONCURRENCY)
+        self.outbox = SqlOutbox(engine, clock=clock, gate=self.gate)
+
+    @asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction, once the gate lets this operation in (see calls.gate)."""
+        async with self.gate.slot(), writing(self.engine) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        async with self.gate.slot(), reading(self.engine) as conn:
+            yield conn
 
     @classmethod
     async def open(
@@ -88,7 +119,7 @@ class SqlCallStore:
         return record_from_row(mapping, delivery)
 
     async def _one(self, where: ColumnElement[bool]) -> CallRecord | None:
-        async with reading(self.engine) as conn:
+        async with self._connect() as conn:
             row = (await conn.execute(self._select().where(where))).first()
         return self._record(row) if row is not None else None
 
@@ -126,19 +157,29 @@ class SqlCallStore:
                 )
             )
         query = query.order_by(calls.c.created_at.desc(), calls.c.callback_id.desc()).limit(limit)
-        async with reading(self.engine) as conn:
+        async with self._connect() as conn:
             rows = (await conn.execute(query)).all()
         return [self._record(r) for r in rows]
 
     # -- creating --------------------------------------------------------------------
 
     @guarded
-    async def create(self, record: CallRecord) -> None:
+    async def create(self, record: CallRecord, admission: Admission | None = None) -> None:
         """Insert; raise DuplicateCall when the callbackId exists, unless its last dial
-        attempt failed, in which case this attempt takes the record over atomically."""
+        attempt failed, in which case this attempt takes the record over atomically.
+
+        With an admission the new call is checked in the same transaction, after the
+        duplicate check and with the number locked (an advisory lock on PostgreSQL; SQLite's
+        BEGIN IMMEDIATE serializes every writer), so a racing listing or a racing call to
+        the same number is either fully before or fully after this one."""
         now = self.clock()
         values = record_values(record)
-        async with writing(self.engine) as conn:
+        async with self._begin() as conn:
+            if admission is not None:
+                await _lock_number(conn, record.to)
+                refusal = await self._admit(conn, record, admission)
+                if refusal is not None:
+                    raise refusal
             insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
             stmt = (
                 insert(calls)
@@ -160,6 +201,77 @@ class SqlCallStore:
             existing = self._record(row)
         raise DuplicateCall(existing)
 
+    async def _admit(
+        self, conn: AsyncConnection, record: CallRecord, admission: Admission
+    ) -> CallRefused | None:
+        """The refusal of a new call, if any; None also for a live duplicate (it is answered
+        as one after the insert finds it). Two statements: each one holds the write lock
+        for another round trip."""
+        existing = select(calls.c.status).where(calls.c.callback_id == record.callback_id)
+        listed = select(do_not_call.c.number).where(do_not_call.c.number == record.to).exists()
+        status, is_listed = (await conn.execute(select(existing.scalar_subquery(), listed))).one()
+        if status is not None and status != "dial-failed":
+            return None
+        dialed: list[datetime] = []
+        if admission.max_calls > 0 and not is_listed and admission.hours is None:
+            # The newest `max_calls` calls in the window decide whether the cap is reached.
+            query = (
+                select(calls.c.created_at)
+                .where(
+                    calls.c.to_number == record.to,
+                    calls.c.created_at > record.created_at - admission.window,
+                    calls.c.status != "dial-failed",
+                    calls.c.callback_id != record.callback_id,
+                )
+                .order_by(calls.c.created_at.desc())
+                .limit(admission.max_calls)
+            )
+            dialed = list((await conn.execute(query)).scalars())
+        return admit(admission, listed=bool(is_listed), dialed=dialed, now=record.created_at)
+
+    # -- do-not-call list --------------------------------------------------------------
+
+    @guarded
+    async def dnc_add(self, entry: DncEntry) -> tuple[DncEntry, bool]:
+        async with self._begin() as conn:
+            await _lock_number(conn, entry.number)
+            query = select(do_not_call).where(do_not_call.c.number == entry.number)
+            row = (await conn.execute(query.with_for_update())).first()
+            existing = dnc_from_row(row._mapping) if row is not None else None
+            kept = merged_listing(existing, entry)
+            if existing is None:
+                await conn.execute(do_not_call.insert().values(**dnc_values(kept)))
+            elif kept != existing:
+                await conn.execute(
+                    update(do_not_call)
+                    .where(do_not_call.c.number == entry.number)
+                    .values(reason=kept.reason)
+                )
+        return kept, existing is None
+
+    @guarded
+    async def dnc_get(self, number: str) -> DncEntry | None:
+        async with self._connect() as conn:
+            query = select(do_not_call).where(do_not_call.c.number == number)
+            row = (await conn.execute(query)).first()
+        return dnc_from_row(row._mapping) if row is not None else None
+
+    @guarded
+    async def dnc_remove(self, number: str) -> bool:
+        async with self._begin() as conn:
+            await _lock_number(conn, number)
+            result = await conn.execute(delete(do_not_call).where(do_not_call.c.number == number))
+        return bool(result.rowcount)
+
+    @guarded
+    async def dnc_list(self, *, after: str | None = None, limit: int = 100) -> list[DncEntry]:
+        query = select(do_not_call).order_by(do_not_call.c.number).limit(limit)
+        if after is not None:
+            query = query.where(do_not_call.c.number > after)
+        async with self._connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [dnc_from_row(r._mapping) for r in rows]
+
     # -- changing --------------------------------------------------------------------
 
     async def _locked(self, conn: AsyncConnection, where: ColumnElement[bool]) -> CallRecord | None:
@@ -179,15 +291,15 @@ class SqlCallStore:
     async def _change(
         self, where: ColumnElement[bool], change: Callable[[CallRecord], bool]
     ) -> CallRecord | None:
-        async with writing(self.engine) as conn:
+        async with self._begin() as conn:
             record = await self._locked(conn, where)
             if record is not None and change(record):
                 await self._write(conn, record)
         return record
 
     @guarded
-    async def dialed(self, callback_id: str, call_sid: str, status: str) -> None:
-        await self._change(
+    async def dialed(self, callback_id: str, call_sid: str, status: str) -> CallRecord | None:
+        return await self._change(
             calls.c.callback_id == callback_id,
             lambda r: mutations.apply_dialed(r, call_sid, status),
         )
@@ -210,7 +322,7 @@ class SqlCallStore:
         call carries another CallSid, the CallSid alone decides."""
         if not call_sid:
             return None
-        async with writing(self.engine) as conn:
+        async with self._begin() as conn:
             record = None
             if callback_id:
                 record = await self._locked(conn, calls.c.callback_id == callback_id)
@@ -243,9 +355,9 @@ class SqlCallStore:
         )
 
     @guarded
-    async def stream_started(self, callback_id: str, stream_sid: str) -> None:
+    async def stream_started(self, callback_id: str, stream_sid: str) -> CallRecord | None:
         now = self.clock()
-        await self._change(
+        return await self._change(
             calls.c.callback_id == callback_id,
             lambda r: mutations.apply_stream_started(r, stream_sid, now),
         )
@@ -281,7 +393,7 @@ class SqlCallStore:
         goes to the call's own resultWebhookUrl, else `default_url`, else nowhere.
         """
         now = self.clock()
-        async with writing(self.engine) as conn:
+        async with self._begin() as conn:
             record = await self._locked(conn, calls.c.callback_id == result.callbackId)
             if record is None:
                 logger.bind(callbackId=result.callbackId).warning("result for an unknown call")

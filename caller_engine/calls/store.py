@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
 from caller_engine.calls import mutations
-from caller_engine.calls.models import CallRecord, StatusEvent, utcnow
+from caller_engine.calls.models import CallRecord, DncEntry, StatusEvent, utcnow
 from caller_engine.calls.result import CallResult
 from caller_engine.calls.transfer import Transfer
+from caller_engine.guardrails.policy import Admission, admit
 from caller_engine.results.rules import ResultSource, takes_result
 
 
@@ -21,14 +23,17 @@ class DuplicateCall(Exception):
 
 
 class CallStore(Protocol):
-    async def create(self, record: CallRecord) -> None:
-        """Insert; raise DuplicateCall when the callbackId exists (unless that attempt failed)."""
+    async def create(self, record: CallRecord, admission: Admission | None = None) -> None:
+        """Insert; raise DuplicateCall when the callbackId exists (unless that attempt failed).
+        With an admission, a new call is first checked against it in the same transaction
+        (the do-not-call list, calling hours, the frequency cap): CallRefused, nothing kept."""
 
     async def get(self, callback_id: str) -> CallRecord | None: ...
 
     async def find_by_sid(self, call_sid: str) -> CallRecord | None: ...
 
-    async def dialed(self, callback_id: str, call_sid: str, status: str) -> None: ...
+    async def dialed(self, callback_id: str, call_sid: str, status: str) -> CallRecord | None:
+        """Record the CallSid Twilio gave; the updated record."""
 
     async def dial_failed(self, callback_id: str, error: dict[str, Any]) -> None: ...
 
@@ -44,7 +49,8 @@ class CallStore(Protocol):
     ) -> CallRecord | None:
         """Keep the answering-machine verdict; matched like `add_status`."""
 
-    async def stream_started(self, callback_id: str, stream_sid: str) -> None: ...
+    async def stream_started(self, callback_id: str, stream_sid: str) -> CallRecord | None:
+        """Record the media stream's start; the updated record (None for an unknown call)."""
 
     async def stream_stopped(self, callback_id: str) -> None: ...
 
@@ -75,7 +81,27 @@ class CallStore(Protocol):
     async def ping(self) -> bool:
         """Whether the store answers now (within a couple of seconds)."""
 
+    async def dnc_add(self, entry: DncEntry) -> tuple[DncEntry, bool]:
+        """List a number: (the entry as kept, whether it was new). A number already listed
+        keeps its first entry; only an `api` listing with a reason replaces the reason."""
+
+    async def dnc_get(self, number: str) -> DncEntry | None: ...
+
+    async def dnc_remove(self, number: str) -> bool: ...
+
+    async def dnc_list(self, *, after: str | None = None, limit: int = 100) -> list[DncEntry]:
+        """In number order, from the first number after `after`."""
+
     async def close(self) -> None: ...
+
+
+def merged_listing(existing: DncEntry | None, entry: DncEntry) -> DncEntry:
+    """What listing `entry` leaves on the list when `existing` is already there."""
+    if existing is None:
+        return entry
+    if entry.source == "api" and entry.reason and entry.reason != existing.reason:
+        return replace(existing, reason=entry.reason)
+    return existing
 
 
 class MemoryCallStore:
@@ -84,14 +110,45 @@ class MemoryCallStore:
     def __init__(self) -> None:
         self._by_id: dict[str, CallRecord] = {}
         self._sid_to_id: dict[str, str] = {}
+        self._dnc: dict[str, DncEntry] = {}
         self._lock = asyncio.Lock()
 
-    async def create(self, record: CallRecord) -> None:
+    async def create(self, record: CallRecord, admission: Admission | None = None) -> None:
         async with self._lock:
             existing = self._by_id.get(record.callback_id)
             if existing is not None and existing.status != "dial-failed":
                 raise DuplicateCall(existing)
+            if admission is not None:
+                dialed = [
+                    r.created_at
+                    for r in self._by_id.values()
+                    if r.to == record.to
+                    and r.status != "dial-failed"
+                    and r.callback_id != record.callback_id
+                ]
+                refusal = admit(
+                    admission, listed=record.to in self._dnc, dialed=dialed, now=record.created_at
+                )
+                if refusal is not None:
+                    raise refusal
             self._by_id[record.callback_id] = record
+
+    async def dnc_add(self, entry: DncEntry) -> tuple[DncEntry, bool]:
+        async with self._lock:
+            existing = self._dnc.get(entry.number)
+            kept = self._dnc[entry.number] = merged_listing(existing, entry)
+            return kept, existing is None
+
+    async def dnc_get(self, number: str) -> DncEntry | None:
+        return self._dnc.get(number)
+
+    async def dnc_remove(self, number: str) -> bool:
+        async with self._lock:
+            return self._dnc.pop(number, None) is not None
+
+    async def dnc_list(self, *, after: str | None = None, limit: int = 100) -> list[DncEntry]:
+        numbers = sorted(n for n in self._dnc if after is None or n > after)
+        return [self._dnc[n] for n in numbers[:limit]]
 
     async def get(self, callback_id: str) -> CallRecord | None:
         return self._by_id.get(callback_id)
@@ -100,12 +157,13 @@ class MemoryCallStore:
         callback_id = self._sid_to_id.get(call_sid)
         return self._by_id.get(callback_id) if callback_id else None
 
-    async def dialed(self, callback_id: str, call_sid: str, status: str) -> None:
+    async def dialed(self, callback_id: str, call_sid: str, status: str) -> CallRecord | None:
         record = self._by_id[callback_id]
         record.call_sid = call_sid
         if record.status == "pending":
             record.status = status
         self._sid_to_id[call_sid] = callback_id
+        return record
 
     async def dial_failed(self, callback_id: str, error: dict[str, Any]) -> None:
         record = self._by_id[callback_id]
@@ -140,11 +198,12 @@ class MemoryCallStore:
             mutations.apply_answered_by(record, answered_by)
         return record
 
-    async def stream_started(self, callback_id: str, stream_sid: str) -> None:
+    async def stream_started(self, callback_id: str, stream_sid: str) -> CallRecord | None:
         record = self._by_id.get(callback_id)
         if record is not None:
             record.stream_sid = stream_sid
             record.stream_started_at = utcnow()
+        return record
 
     async def stream_stopped(self, callback_id: str) -> None:
         record = self._by_id.get(callback_id)

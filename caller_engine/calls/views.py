@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from caller_engine.calls.codec import event_flat, iso
-from caller_engine.calls.models import CallRecord
+from caller_engine.calls.models import CallRecord, DncEntry
 from caller_engine.results.state import DeliveryState
 
 
@@ -66,6 +66,8 @@ def record_json(record: CallRecord) -> dict[str, Any]:
         "recordingSid": record.recording_sid,
         "error": record.error,
         "resultWebhookUrl": record.result_webhook_url,
+        "calleeTimezone": record.callee_timezone,
+        "ignoreCallingHours": record.ignore_calling_hours,
         "result": record.result.model_dump(mode="json") if record.result else None,
         "resultSource": record.result_source,
         "delivery": delivery_json(record.delivery),
@@ -89,3 +91,26 @@ def decode_cursor(cursor: str) -> tuple[datetime, str] | None:
     if not sep or not callback_id or when.tzinfo is None:
         return None
     return when, callback_id
+
+
+def dnc_json(entry: DncEntry) -> dict[str, Any]:
+    return {
+        "number": entry.number,
+        "source": entry.source,
+        "reason": entry.reason,
+        "callbackId": entry.callback_id,
+        "createdAt": iso(entry.created_at),
+    }
+
+
+def encode_number_cursor(number: str) -> str:
+    return base64.urlsafe_b64encode(number.encode()).decode().rstrip("=")
+
+
+def decode_number_cursor(cursor: str) -> str | None:
+    """The number a do-not-call cursor points after; None when it is not one of ours."""
+    try:
+        number = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return number if number.startswith("+") and number[1:].isdigit() else None

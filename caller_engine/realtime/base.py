@@ -79,6 +79,9 @@ class UserTranscript:
 @dataclass(frozen=True, slots=True)
 class ResponseStarted:
     response_id: str
+    # True: started by the bridge's `create_response`; False: the model's own (server VAD);
+    # None: the provider cannot tell.
+    requested: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,7 @@ class ProviderError:
     code: str
     message: str
     fatal: bool = False
+    refused_request: bool = False  # the model refused the bridge's `create_response`
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,11 @@ FATAL_CLOSE_CODES = frozenset({3000, 4000})
 MAX_UNSENT_BYTES = 64 * 1024
 _APPEND_PREFIX = b'{"type":"input_audio_buffer.append","audio":"'
 _APPEND_SUFFIX = b'"}'
+# Our `response.create` events carry this event_id (echoed in an error that refuses one) and
+# this metadata key (echoed in the `response.created` it starts), so the bridge can tell its
+# own responses from the ones server VAD starts, and a refusal of its request from others.
+CREATE_EVENT_ID = "ce_response_create"
+REQUEST_TAG = "caller_engine_request"
 
 
 def session_update(config: SessionConfig) -> dict[str, Any]:
@@ -130,7 +135,8 @@ def parse_event(raw: str | bytes) -> ProviderEvent | None:
     if kind == "conversation.item.input_audio_transcription.completed":
         return UserTranscript(msg.get("item_id", ""), str(msg.get("transcript", "")))
     if kind == "response.created":
-        return ResponseStarted(msg["response"]["id"])
+        response = msg["response"]
+        return ResponseStarted(response["id"], REQUEST_TAG in (response.get("metadata") or ()))
     if kind == "response.output_item.added":
         item = msg.get("item") or {}
         if item.get("type") == "message":
@@ -156,7 +162,12 @@ def parse_event(raw: str | bytes) -> ProviderEvent | None:
     if kind == "error":
         error = msg.get("error") or {}
         code = str(error.get("code") or error.get("type") or "unknown")
-        return ProviderError(code, str(error.get("message", "")), fatal=code in FATAL_CODES)
+        return ProviderError(
+            code,
+            str(error.get("message", "")),
+            fatal=code in FATAL_CODES,
+            refused_request=error.get("event_id") == CREATE_EVENT_ID,
+        )
     return None
 
 
@@ -203,9 +214,10 @@ class OpenAIRealtimeSession:
         await self._send({"type": "conversation.item.create", "item": item})
 
     async def create_response(self, instructions: str | None = None) -> None:
-        event: dict[str, Any] = {"type": "response.create"}
+        response: dict[str, Any] = {"metadata": {REQUEST_TAG: "1"}}
         if instructions:
-            event["response"] = {"instructions": instructions}
+            response["instructions"] = instructions
+        event = {"type": "response.create", "event_id": CREATE_EVENT_ID, "response": response}
         await self._send(event)
 
     async def cancel_response(self) -> None:

@@ -18,12 +18,21 @@ import signal
 import socket
 import sys
 import tempfile
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from caller_engine.replay.costs import measure_call_costs
 from caller_engine.replay.driver import Driver, Level, LevelResult, Target
 from caller_engine.replay.emulators import EmulatorOptions, Emulators
+from caller_engine.replay.floor import (
+    FLOOR_SCRIPT,
+    compare,
+    floor_command,
+    floor_script,
+    format_comparison,
+)
 from caller_engine.replay.progress import Progress
 from caller_engine.replay.report import (
     build_report,
@@ -33,7 +42,7 @@ from caller_engine.replay.report import (
     format_targets,
 )
 from caller_engine.replay.run import finish_outputs
-from caller_engine.replay.scenario import Scenario, synthetic_audio
+from caller_engine.replay.scenario import AnyScenario, Scenario, TurnCycle, synthetic_audio
 
 DEFAULT_LEVELS = (1, 50, 100, 200)
 BENCH_API_KEY = "bench-api-key"
@@ -49,6 +58,11 @@ class BenchOptions:
     plot: Path | None = None
     pin: bool = True
     tool: bool = True  # False: no tool call in the cycle (the bridge's own cost alone)
+    cycle: str = "barge"  # "barge": barge-in cycle; "turns": a turn every 4 s, no barge-in
+    record: bool = True  # False: calls without /call/initiate (no call record)
+    floor: bool = True  # also run the floor bridge at every level, side by side
+    profile: Path | None = None  # a directory: py-spy profiles of the server, one per level
+    cost_calls: int = 20  # calls measured one at a time for setup / teardown CPU (0: none)
 
 
 @dataclass(frozen=True)
@@ -100,11 +114,19 @@ def server_environment(
 class ServerProcess:
     """`caller-engine serve` as a child process, optionally pinned to one CPU."""
 
-    def __init__(self, env: dict[str, str], workdir: Path, cpu: int | None, log: Path) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        workdir: Path,
+        cpu: int | None,
+        log: Path,
+        command: list[str] | None = None,
+    ) -> None:
         self.env = env
         self.workdir = workdir
         self.cpu = cpu
         self.log = log
+        self.command = command or [sys.executable, "-m", "caller_engine", "serve"]
         self.proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -113,7 +135,7 @@ class ServerProcess:
         return self.proc.pid
 
     async def start(self) -> None:
-        command = [sys.executable, "-m", "caller_engine", "serve"]
+        command = self.command
         if self.cpu is not None:
             command = ["taskset", "-c", str(self.cpu), *command]  # taskset execs: same pid
         with self.log.open("ab") as log:
@@ -143,13 +165,63 @@ class ServerProcess:
             await proc.wait()
 
 
+def profiler_command(pid: int, directory: Path, level: int | str) -> list[str]:
+    """py-spy sampling the server (not a dependency: `pip install py-spy`), collapsed stacks
+    to `directory/server-<level>.txt` (flamegraph.pl or speedscope read them)."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(exe).exists():
+        raise RuntimeError("--profile needs py-spy (pip install py-spy)")
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / f"server-{level}.txt"
+    sampling = ["record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
+    return [exe, *sampling, "--format", "raw", "--output", str(out)]
+
+
+async def start_profiler(pid: int, directory: Path, level: int | str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *profiler_command(pid, directory, level),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _running(
+    driver: Driver,
+    server: ServerProcess,
+    profile: Path | None,
+    name: int | str,
+) -> AsyncIterator[None]:
+    """A server process up and measured by the driver (and py-spy) until the block ends."""
+    await server.start()
+    profiler: asyncio.subprocess.Process | None = None
+    try:
+        await driver.wait_for_server(30)
+        driver.server_pid = server.pid
+        if profile is not None:
+            profiler = await start_profiler(server.pid, profile, name)
+        yield
+    finally:
+        await server.stop()
+        if profiler is not None:
+            await profiler.wait()  # py-spy writes its file when the server exits
+
+
+def make_scenario(options: BenchOptions) -> AnyScenario:
+    tool = "send_sms" if options.tool else None
+    return TurnCycle(tool=tool) if options.cycle == "turns" else Scenario(tool=tool)
+
+
 async def run_bench(options: BenchOptions, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     placement = plan_placement(options.pin)
     if placement.driver_cpus is not None:
         os.sched_setaffinity(0, placement.driver_cpus)
-    scenario = Scenario() if options.tool else Scenario(tool=None)
-    audio = [synthetic_audio(scenario, int(options.duration * 1000))]
+    scenario = make_scenario(options)
+    floor_scenario = replace(scenario, tool=None)
+    duration_ms = int(options.duration * 1000)
+    audio = [synthetic_audio(scenario, duration_ms)]
     emulators = Emulators(EmulatorOptions())
     await emulators.start()
     workdir = Path(tempfile.mkdtemp(prefix="caller-engine-bench-"))
@@ -160,41 +232,67 @@ async def run_bench(options: BenchOptions, out: TextIO | None = None) -> int:
         emulators.options.account_sid,
         BENCH_API_KEY,
     )
+    script = floor_script() if options.floor else None
     print(
         f"caller-engine bench: levels {', '.join(map(str, options.levels))}; "
-        f"{options.duration:g} s calls started at {options.ramp:g}/s; {placement.describe()}",
+        f"{options.duration:g} s calls started at {options.ramp:g}/s; {options.cycle} cycle, "
+        f"tool {'on' if options.tool else 'off'}, "
+        f"{'with' if options.record else 'without'} initiate records; "
+        f"floor bridge {'on' if script else 'off'}; {placement.describe()}",
         file=out,
         flush=True,
     )
+    if options.floor and script is None:
+        print(f"  (no {FLOOR_SCRIPT} here: run the bench from the repository)", file=out)
     results: list[LevelResult] = []
+    floors: list[LevelResult] = []
+    costs: dict[str, Any] = {}
     log = workdir / "server.log"
+    server_env = server_environment(emulators, port, workdir, 0)
     try:
-        async with Driver(
-            target, emulators, audio, scenario=scenario, progress=Progress()
-        ) as driver:
+        async with (
+            Driver(target, emulators, audio, scenario=scenario, progress=Progress()) as driver,
+            Driver(target, emulators, audio, scenario=floor_scenario, progress=Progress()) as bare,
+        ):
+            if options.cost_calls > 0:
+                server = ServerProcess(server_env, workdir, placement.server_cpu, log)
+                async with _running(driver, server, options.profile, "costs"):
+                    for with_record in (True, False):
+                        key = "withRecord" if with_record else "withoutRecord"
+                        costs[key] = await measure_call_costs(
+                            driver, options.cost_calls, with_record=with_record
+                        )
+                print("\n" + format_costs(costs), file=out, flush=True)
             for level in options.levels:
                 env = server_environment(emulators, port, workdir, level)
                 server = ServerProcess(env, workdir, placement.server_cpu, log)
-                await server.start()
-                try:
-                    await driver.wait_for_server(30)
-                    driver.server_pid = server.pid
-                    results.append(await driver.run_level(Level(level, level, options.ramp)))
-                finally:
-                    await server.stop()
+                async with _running(driver, server, options.profile, level):
+                    plan = Level(level, level, options.ramp, initiate=options.record)
+                    results.append(await driver.run_level(plan))
+                if script is not None:
+                    model_url = server_env["OPENAI_REALTIME_URL"]
+                    command = floor_command(script, port, model_url, emulators.options.openai_key)
+                    floor = ServerProcess(env, workdir, placement.server_cpu, log, command)
+                    async with _running(bare, floor, None, f"floor-{level}"):
+                        floors.append(
+                            await bare.run_level(Level(level, level, options.ramp, False))
+                        )
     except Exception:
         print(f"bench failed; server log: {log}", file=sys.stderr)
         raise
     finally:
         await emulators.stop()
     levels = [r.report for r in results]
-    targets = evaluate_targets(levels)
+    comparison = [compare(p.report, f.report) for p, f in zip(results, floors, strict=False)]
+    targets = evaluate_targets(levels) + floor_targets(comparison)
     config: dict[str, Any] = {
         "levels": list(options.levels),
         "callSeconds": options.duration,
         "rampPerS": options.ramp,
         "placement": placement.describe(),
+        "initiateRecords": options.record,
         "scenario": {
+            "cycle": options.cycle,
             "cycleMs": scenario.cycle_ms,
             "longResponseMs": scenario.long_ms,
             "tool": scenario.tool,
@@ -204,7 +302,19 @@ async def run_bench(options: BenchOptions, out: TextIO | None = None) -> int:
     }
     notes = caveats(levels)
     report = build_report(levels, config, targets=targets, caveats=notes)
+    if costs:
+        report["callCosts"] = costs
+    if comparison:
+        report["floor"] = {
+            "bridge": str(FLOOR_SCRIPT),
+            "levels": [f.report for f in floors],
+            "comparison": comparison,
+        }
     print("\n" + format_tables(levels), file=out)
+    if comparison:
+        tool = "with the tool call" if options.tool else "no tool call"
+        record = "initiate records" if options.record else "no records"
+        print("\n" + format_comparison(comparison, f"{tool}, {record}"), file=out)
     print("\nTargets (informative; a benchmark never fails on timing):", file=out)
     print(format_targets(targets), file=out)
     if notes:
@@ -212,3 +322,43 @@ async def run_bench(options: BenchOptions, out: TextIO | None = None) -> int:
     code = finish_outputs(report, results, options.out, options.plot, out)
     shutil.rmtree(workdir, ignore_errors=True)
     return code
+
+
+def floor_targets(comparison: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets against the floor: CPU per call within 1.15× of it, and whole-level
+    maximum latency and loss at 100 and 200 calls."""
+    out: list[dict[str, Any]] = []
+    for row in comparison:
+        calls = row["calls"]
+        if not calls or calls < 50:
+            continue
+        for name, key, limit in (
+            ("CPU per call / floor bridge", "cpuPercentPerCall", 1.15),
+            ("whole-level max ms caller→model", "callerToModelMaxWholeLevel", 100),
+            ("whole-level max ms model→caller", "modelToCallerMaxWholeLevel", 100),
+        ):
+            entry = row[key]
+            value = entry["ratio"] if key == "cpuPercentPerCall" else entry["product"]
+            met = isinstance(value, int | float) and value <= limit
+            out.append({"calls": calls, "target": name, "value": value, "limit": limit, "met": met})
+        lossy = row["callsWithLoss"]["product"]
+        out.append(
+            {"calls": calls, "target": "calls with loss", "value": lossy, "limit": 0,
+             "met": lossy == 0}
+        )  # fmt: skip
+    return out
+
+
+def format_costs(costs: dict[str, Any]) -> str:
+    """Per-call CPU of the server by phase, calls made one at a time."""
+    lines = [
+        "Server CPU per call, one call at a time (ms; median / mean / max, first call):",
+    ]
+    for key, label in (("withRecord", "initiated"), ("withoutRecord", "no record")):
+        for phase, figures in (costs.get(key) or {}).items():
+            lines.append(
+                f"  {label:<10} {phase:<9} {figures['medianMs']:6.2f} / {figures['meanMs']:6.2f}"
+                f" / {figures['maxMs']:6.2f}, first {figures['firstMs']:.2f}"
+                f"  ({figures['calls']} calls)"
+            )
+    return "\n".join(lines)

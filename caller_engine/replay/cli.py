@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from caller_engine.replay.emulators import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
+from caller_engine.replay.defaults import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 
 REPLAY_EPILOG = """\
 Local server with the bundled model emulator (markers on every frame):
@@ -101,6 +101,11 @@ def _bench(args: argparse.Namespace) -> int:
         plot=args.plot,
         pin=not args.no_pin,
         tool=not args.no_tool,
+        profile=args.profile,
+        cost_calls=args.cost_calls,
+        cycle=args.cycle,
+        record=not args.no_record,
+        floor=not args.no_floor,
     )
     try:
         return asyncio.run(run_bench(options))
@@ -198,5 +203,35 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     bench.add_argument("--no-pin", action="store_true", help="do not pin the server to a CPU")
     bench.add_argument(
         "--no-tool", action="store_true", help="calls without the send_sms tool call"
+    )
+    bench.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record the server with py-spy (installed separately): DIR/server-<level>.txt",
+    )
+    bench.add_argument(
+        "--cycle",
+        choices=("barge", "turns"),
+        default="barge",
+        help="barge: greeting, barge-in, reply, follow-up (5.5 s); turns: a 2 s greeting, then "
+        "a caller turn every 4 s from 3 s answered by 2 s of agent audio",
+    )
+    bench.add_argument(
+        "--no-record",
+        action="store_true",
+        help="calls without /call/initiate: TwiML and stream only, no call record",
+    )
+    bench.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the minimal pass-through bridge (bench/floor_bridge.py) run beside each level",
+    )
+    bench.add_argument(
+        "--cost-calls",
+        type=int,
+        default=20,
+        metavar="N",
+        help="calls made one at a time to measure setup / teardown CPU (default 20; 0: skip)",
     )
     bench.set_defaults(func=_bench)

@@ -30,10 +30,10 @@ from caller_engine.replay.lag import LoopLag
 from caller_engine.replay.probes import CallProbe, Recorder
 from caller_engine.replay.procstat import ProcSampler
 from caller_engine.replay.progress import Progress, bar
-from caller_engine.replay.scenario import FRAME_S, CallerAudio, Scenario
+from caller_engine.replay.scenario import FRAME_S, AnyScenario, CallerAudio, Scenario
 from caller_engine.replay.sender import FrameSender
 from caller_engine.sim.twilio_media import TwilioMediaClient
-from caller_engine.sim.twilio_rest import EmulatedCall
+from caller_engine.sim.twilio_rest import EmulatedCall, new_sid
 from caller_engine.telephony.signature import sign_twilio_request
 
 SETUP_TIMEOUT = 15.0
@@ -61,6 +61,7 @@ class Level:
     concurrency: int
     total: int
     ramp_per_s: float
+    initiate: bool = True  # False: no /call/initiate (no call record); Twilio's part only
 
 
 @dataclass
@@ -95,7 +96,7 @@ class Driver:
         emulators: Emulators,
         audio: list[CallerAudio],
         *,
-        scenario: Scenario | None = None,
+        scenario: AnyScenario | None = None,
         server_pid: int | None = None,
         progress: Progress | None = None,
     ) -> None:
@@ -104,7 +105,7 @@ class Driver:
         self.target = target
         self.emulators = emulators
         self.audio = audio
-        self.scenario = scenario or Scenario()
+        self.scenario: AnyScenario = scenario or Scenario()
         self.marked = emulators.model is not None
         self.server_pid = server_pid
         self.progress = progress or Progress(enabled=False)
@@ -157,7 +158,8 @@ class Driver:
     async def run_level(self, level: Level) -> LevelResult:
         self._levels += 1
         self.emulators.reset()
-        recorder = Recorder(self.scenario.responses() if self.marked else None)
+        plan = self.scenario.responses() if self.marked else None
+        recorder = Recorder(plan, self.scenario.repeat_from)
         self.last_recorder = recorder
         model = self.emulators.model
         if model is not None:
@@ -194,7 +196,8 @@ class Driver:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 await gate.acquire()
-                tasks.append(asyncio.create_task(self._call(index, recorder, sender, gate)))
+                call = self._call(index, recorder, sender, gate, initiate=level.initiate)
+                tasks.append(asyncio.create_task(call))
             await asyncio.gather(*tasks)
         finally:
             ticker.cancel()
@@ -272,7 +275,13 @@ class Driver:
     # -- one call --------------------------------------------------------------------------
 
     async def _call(
-        self, index: int, recorder: Recorder, sender: FrameSender, gate: asyncio.Semaphore
+        self,
+        index: int,
+        recorder: Recorder,
+        sender: FrameSender,
+        gate: asyncio.Semaphore,
+        *,
+        initiate: bool = True,
     ) -> None:
         loop = asyncio.get_running_loop()
         callback_id = f"replay-{self.run_id}-{self._levels}-{index}"
@@ -282,9 +291,13 @@ class Driver:
         status_url: str | None = None
         try:
             async with asyncio.timeout(SETUP_TIMEOUT):
-                call_sid = await self._initiate(callback_id)
+                if initiate:
+                    call_sid = await self._initiate(callback_id)
+                    twiml_url, status_url = self._call_urls(call_sid, callback_id)
+                else:  # answered as if placed elsewhere: the server has no record of it
+                    call_sid = new_sid("CA")
+                    twiml_url = f"{self.target.url}/twiml/outbound?callbackId={callback_id}"
                 probe.call_sid = call_sid
-                twiml_url, status_url = self._call_urls(call_sid, callback_id)
                 stream_url, params = await self._fetch_twiml(twiml_url, call_sid)
                 self._status(status_url, call_sid, "in-progress", 1)
                 client = TwilioMediaClient(

@@ -9,14 +9,16 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from caller_engine.replay.defaults import (
+    DEFAULT_ACCOUNT_SID,
+    DEFAULT_AUTH_TOKEN,
+    DEFAULT_OPENAI_KEY,
+    DEFAULT_PHONE_NUMBER,
+)
 from caller_engine.sim.openai_chat import ChatCompletionsEmulator
 from caller_engine.sim.openai_realtime import RealtimeEmulator
 from caller_engine.sim.twilio_rest import TwilioRestEmulator
 
-DEFAULT_ACCOUNT_SID = "AC" + "7e" * 16
-DEFAULT_AUTH_TOKEN = "replay-auth-token"
-DEFAULT_OPENAI_KEY = "sk-replay"
-DEFAULT_PHONE_NUMBER = "+15550001111"
 CHUNK_MS = 100  # model audio per delta
 
 
@@ -113,6 +115,9 @@ class Emulators:
             "TWILIO_AUTH_TOKEN": opts.auth_token,
             "TWILIO_PHONE_NUMBER": opts.phone_number,
             "TWILIO_API_BASE_URL": self._url("rest"),
+            # Every replayed call rings the same emulated number, at any hour.
+            "CALLING_HOURS": "00:00-24:00",
+            "MAX_CALLS_PER_NUMBER": "0",
         }
         if self.model is not None:
             env["OPENAI_API_KEY"] = opts.openai_key

@@ -70,8 +70,9 @@ def _ms(seconds: float) -> float:
 
 
 class Recorder:
-    def __init__(self, plan: list[PlannedResponse] | None = None) -> None:
+    def __init__(self, plan: list[PlannedResponse] | None = None, repeat_from: int = 0) -> None:
         self.plan = list(plan or [])
+        self.repeat_from = repeat_from
         self.calls: list[CallProbe] = []
         self._by_stream: dict[int, CallProbe] = {}
         self.sessions: dict[EmulatedRealtimeSession, SessionProbe] = {}
@@ -93,7 +94,7 @@ class Recorder:
     def new_script(self) -> MarkedScript:
         """The model emulator's script factory: each session gets its own marker stream."""
         stream = next(self._stream_ids) % (markers.MAX_STREAM + 1)
-        return MarkedScript(stream=stream, plan=self.plan)
+        return MarkedScript(stream=stream, plan=self.plan, repeat_from=self.repeat_from)
 
     def _session(self, session: EmulatedRealtimeSession) -> SessionProbe:
         probe = self.sessions.get(session)
@@ -227,6 +228,7 @@ class Recorder:
             ("sent", "received", "lost", "reordered", "duplicated", "staleForwarded"), 0
         )
         errors: list[str] = []
+        lossy: list[int] = []  # frames lost (both directions) by each call that lost any
         for call in self.calls:
             if call.error:
                 errors.append(f"{call.callback_id}: {call.error}")
@@ -238,6 +240,7 @@ class Recorder:
             series["turnLatency"] += inside(call.turns)
             if call.started_at is not None and call.first_audio_at is not None:
                 series["greeting"].append(_ms(call.first_audio_at - call.started_at))
+            lost_before = inbound["lost"] + outbound["lost"]
             _count_inbound(call, inbound)
             probes = sessions_by_call.get(call.index, [])
             starts = sorted(at for probe in probes for at in probe.speech_started)
@@ -245,9 +248,13 @@ class Recorder:
             for probe in probes:
                 series["toolRoundTrip"] += inside(probe.tools)
                 _count_outbound(probe, call.stopped_at, outbound)
+            if (lost := inbound["lost"] + outbound["lost"] - lost_before) > 0:
+                lossy.append(lost)
         return {
             "calls": len(self.calls),
             "failedCalls": sum(1 for call in self.calls if call.error),
+            "callsWithLoss": len(lossy),
+            "maxLostInOneCall": max(lossy, default=0),
             "callerToModel": {**summarize(series["callerToModel"]), **inbound},
             "modelToCaller": {
                 **summarize(series["modelToCaller"]),

@@ -61,6 +61,8 @@ class Scenario:
     gap_ms: int = 300  # quiet between the follow-up and the caller's next line
     tool: str | None = "send_sms"
 
+    repeat_from = 0  # every response of the plan repeats
+
     def responses(self) -> list[PlannedResponse]:
         """The model's responses of one cycle, in the order the call requests them."""
         plan = [
@@ -102,6 +104,51 @@ class Scenario:
                 or self.second_speech_at_ms <= at < self.second_speech_at_ms + self.speech_ms
             )
         return speech
+
+
+@dataclass(frozen=True)
+class TurnCycle:
+    """A greeting, then a caller turn every `every_ms` from `first_turn_ms`, each answered
+    (server VAD) by `answer_ms` of agent audio; with `tool`, the answer is a short reply
+    carrying the tool call and, after its output, a follow-up (together `answer_ms`). No
+    barge-in: every answer plays out before the next turn."""
+
+    greeting_ms: int = 2000
+    first_turn_ms: int = 3000
+    every_ms: int = 4000
+    speech_ms: int = 600
+    answer_ms: int = 2000
+    tool: str | None = None
+    repeat_from: int = 1  # the greeting is said once; the answers repeat
+
+    @property
+    def long_ms(self) -> int:
+        return self.greeting_ms
+
+    @property
+    def cycle_ms(self) -> int:
+        return self.every_ms
+
+    def responses(self) -> list[PlannedResponse]:
+        plan = [PlannedResponse("Hello, this is the clinic calling.", self.greeting_ms)]
+        if self.tool:
+            args = {"message": SMS_TEXT} if self.tool == "send_sms" else {}
+            half = self.answer_ms // 2
+            plan.append(PlannedResponse("Let me text you that.", half, ((self.tool, args),)))
+            plan.append(PlannedResponse("Done, you have it.", self.answer_ms - half))
+        else:
+            plan.append(PlannedResponse("Sure, here is the answer.", self.answer_ms))
+        return plan
+
+    def caller_pattern(self, duration_ms: int) -> list[bool]:
+        speech: list[bool] = []
+        for index in range(duration_ms // 20):
+            at = index * 20 - self.first_turn_ms
+            speech.append(at >= 0 and at % self.every_ms < self.speech_ms)
+        return speech
+
+
+AnyScenario = Scenario | TurnCycle
 
 
 @dataclass(frozen=True)
@@ -148,7 +195,7 @@ def find_utterances(
     return found
 
 
-def synthetic_audio(scenario: Scenario, duration_ms: int) -> CallerAudio:
+def synthetic_audio(scenario: AnyScenario, duration_ms: int) -> CallerAudio:
     pattern = scenario.caller_pattern(duration_ms)
     speech = tone_bytes(scenario.speech_ms * mulaw.BYTES_PER_MS, 300.0)
     frames: list[bytes] = []
@@ -194,17 +241,22 @@ def spoken_audio(duration_ms: int, first_wait_ms: int = 4000, gap_ms: int = 6000
 class MarkedScript(RealtimeScript):
     """A realtime-emulator script whose response audio carries a marker on every frame:
     stream `stream`, frames numbered across the whole session. The responses of `plan`
-    repeat in order."""
+    repeat in order (from `repeat_from` after the first pass)."""
 
     stream: int = 0
     plan: list[PlannedResponse] = field(default_factory=list)
+    repeat_from: int = 0  # after the whole plan, it goes on from this response
     served: int = 0
     next_seq: int = 0
 
     def next_response(self) -> ScriptedResponse:
         if not self.plan:
             return super().next_response()
-        planned = self.plan[self.served % len(self.plan)]
+        index = self.served
+        if index >= len(self.plan):
+            cycle = len(self.plan) - self.repeat_from
+            index = self.repeat_from + (index - self.repeat_from) % cycle
+        planned = self.plan[index]
         self.served += 1
         size = planned.audio_ms * mulaw.BYTES_PER_MS
         audio = markers.stamp_frames(tone_bytes(size), self.stream, self.next_seq)

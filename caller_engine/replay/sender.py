@@ -128,6 +128,10 @@ class FrameSender:
         frame = player.audio.frames[seq]
         data = markers.stamp(frame, probe.stream, seq) if player.marked else frame
         at = asyncio.get_running_loop().time()
+        if seq == 0:
+            # A late first frame moves the whole call: its frames keep their spacing instead
+            # of bunching up to catch up with a start that has passed.
+            player.t0 = at - player.audio.offsets[0]
         probe.sent_at.append(at)
         try:
             await client.send_audio(data, paced=False)

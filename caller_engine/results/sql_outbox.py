@@ -7,13 +7,15 @@ exclusive, so the same statements are safe there too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, type_coerce, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from caller_engine.calls.gate import BACKGROUND, STORE_CONCURRENCY, PriorityGate
 from caller_engine.calls.models import TERMINAL_STATUSES, CallRecord, utcnow
 from caller_engine.calls.result import CallResult
 from caller_engine.calls.schema import UtcDateTime, calls, deliveries
@@ -27,9 +29,27 @@ MAX_ERROR_CHARS = 2000
 
 
 class SqlOutbox:
-    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        gate: PriorityGate | None = None,
+    ) -> None:
         self.engine = engine
         self.clock = clock
+        self.gate = gate or PriorityGate(STORE_CONCURRENCY)
+
+    @asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+        """Delivery is background work: it waits behind calls' store operations."""
+        async with self.gate.slot(BACKGROUND), writing(self.engine) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        async with self.gate.slot(BACKGROUND), reading(self.engine) as conn:
+            yield conn
 
     def _due(self, now: datetime) -> Any:
         return and_(
@@ -57,7 +77,7 @@ class SqlOutbox:
             .with_for_update(skip_locked=True)
         )
         claims: list[Claim] = []
-        async with writing(self.engine) as conn:
+        async with self._begin() as conn:
             for row in (await conn.execute(query)).all():
                 attempt = int(row.attempts) + 1
                 await conn.execute(
@@ -93,7 +113,7 @@ class SqlOutbox:
             )
             .values(lease_owner=None, lease_until=None, **values)
         )
-        async with writing(self.engine) as conn:
+        async with self._begin() as conn:
             return bool((await conn.execute(stmt)).rowcount == 1)
 
     async def succeeded(self, claim: Claim, status: int) -> bool:
@@ -126,14 +146,14 @@ class SqlOutbox:
             .where(deliveries.c.lease_owner == owner, deliveries.c.state == "pending")
             .values(lease_owner=None, lease_until=None)
         )
-        async with writing(self.engine) as conn:
+        async with self._begin() as conn:
             return int((await conn.execute(stmt)).rowcount)
 
     async def requeue(
         self, callback_id: str, default_url: str | None, *, url: str | None = None
     ) -> DeliveryState:
         now = self.clock()
-        async with writing(self.engine) as conn:
+        async with self._begin() as conn:
             row = (
                 await conn.execute(
                     select(calls.c.result, calls.c.result_webhook_url)
@@ -185,7 +205,7 @@ class SqlOutbox:
         due = func.coalesce(deliveries.c.lease_until, deliveries.c.next_attempt_at)
         earliest = type_coerce(func.min(due), UtcDateTime())
         query = select(earliest).where(deliveries.c.state == "pending")
-        async with reading(self.engine) as conn:
+        async with self._connect() as conn:
             value: datetime | None = (await conn.execute(query)).scalar()
         return value
 
@@ -202,6 +222,6 @@ class SqlOutbox:
             .order_by(calls.c.ended_at)
             .limit(limit)
         )
-        async with reading(self.engine) as conn:
+        async with self._connect() as conn:
             rows = (await conn.execute(query)).all()
         return [record_from_row(r._mapping) for r in rows]

@@ -19,6 +19,7 @@ CLIPS: dict[str, str] = {
     "wait_question": "Wait, sorry, can I ask something?",
     "talk_to_someone": "Can I talk to someone, please?",
     "callback_yes": "Yes, please have someone call me back.",
+    "stop_calling": "Please take me off your list. Don't call me again.",
     "voicemail": (
         "Hi, you've reached Alex Morgan. I can't take your call right now. "
         "Please leave a message after the tone."

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from caller_engine.calls.models import CallRecord
+from caller_engine.calls.models import CallRecord, DncEntry
 from caller_engine.calls.result import CallResult
 from caller_engine.sim.live import LiveView
 from caller_engine.sim.scenarios import CALLEE_NUMBER, Scenario, scenarios
@@ -25,6 +25,9 @@ class SimOutcome:
     record: CallRecord | None
     problems: list[str] = field(default_factory=list)
     delivered: bool = False
+    listed: DncEntry | None = None  # the callee's do-not-call entry after the call
+    ended_by: str | None = None  # who ended the call on the emulated network
+    second_call: tuple[int, str] | None = None  # HTTP status and code of a call placed after
 
 
 def check(world: World, scenario: Scenario, outcome: SimOutcome) -> list[str]:
@@ -58,8 +61,29 @@ def check(world: World, scenario: Scenario, outcome: SimOutcome) -> list[str]:
         problems.append(f"transfer {transfer!r}, expected {expect.transfer!r}")
     if world.model.violations:
         problems.append(f"model protocol violations: {world.model.violations[:3]}")
+    problems += _opt_out_problems(expect.opted_out, outcome)
     if not outcome.delivered:
         problems.append("the result did not reach the orchestrator")
+    return problems
+
+
+def _opt_out_problems(expected: bool, outcome: SimOutcome) -> list[str]:
+    if outcome.result.optedOut != expected:
+        return [f"optedOut {outcome.result.optedOut}, expected {expected}"]
+    if not expected:
+        return [] if outcome.listed is None else ["the callee was put on the do-not-call list"]
+    problems: list[str] = []
+    listed = outcome.listed
+    if (
+        listed is None
+        or listed.source != "opt_out"
+        or listed.callback_id != outcome.result.callbackId
+    ):
+        problems.append(f"do-not-call entry {listed}, expected one from this call's opt_out")
+    if outcome.ended_by != "server":
+        problems.append(f"the call was ended by {outcome.ended_by}, expected the server")
+    if outcome.second_call != (403, "do_not_call"):
+        problems.append(f"a second call was answered {outcome.second_call}, expected 403")
     return problems
 
 
@@ -84,8 +108,17 @@ async def run_call(world: World, out: TextIO | None, *, limit: float = 120.0) ->
         done.set()
         if follower is not None:
             await follower
-    record = await world.app[SERVICES].store.get(callback_id)
+    store = world.app[SERVICES].store
+    record = await store.get(callback_id)
     outcome = SimOutcome(call_sid, result, record, delivered=delivered)
+    outcome.listed = await store.dnc_get(CALLEE_NUMBER)
+    emulated = world.call(call_sid)
+    outcome.ended_by = emulated.ended_by if emulated is not None else None
+    if scenario.expect.opted_out:
+        status, body = await world.initiate(callback_id + "-again")
+        outcome.second_call = (status, str(body.get("error", {}).get("code", "")))
+        if view is not None:
+            view.say(f"a second call to {CALLEE_NUMBER}: {status} {outcome.second_call[1]}")
     outcome.problems = check(world, scenario, outcome)
     return outcome
 
@@ -134,6 +167,14 @@ def report(world: World, outcome: SimOutcome, out: TextIO) -> None:
             f", {result.humanDuration:.1f} s with a person\n" if result.humanDuration else "\n"
         )
     out.write(f"  delivered to the orchestrator: {'yes' if outcome.delivered else 'no'}\n")
+    if result.optedOut or outcome.listed is not None:
+        out.write(f"  opted out: {'yes' if result.optedOut else 'no'}")
+        if outcome.listed is not None:
+            out.write(f"; on the do-not-call list ({outcome.listed.source})")
+        if outcome.second_call is not None:
+            status, code = outcome.second_call
+            out.write(f"; the next call was refused: {status} {code}")
+        out.write("\n")
     _section(out, "Latency (this call)")
     for key, value in result.metrics.items():
         out.write(f"  {key}: {value:g}\n")

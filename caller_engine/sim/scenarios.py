@@ -76,6 +76,9 @@ class Expectation:
     interrupted: bool = False
     reconnects: int = 0
     transfer: str | None = None  # the transfer's final status, when there is one
+    # The callee asked not to be called again: the number is listed, the server hangs up,
+    # and a second call is refused.
+    opted_out: bool = False
 
 
 @dataclass
@@ -373,6 +376,43 @@ def _transfer_declined(day: date) -> Scenario:
     )
 
 
+def _opt_out() -> Scenario:
+    def make() -> RealtimeScript:
+        return RealtimeScript(
+            responses=[
+                line(
+                    f"Hi, this is Dana from {BUSINESS}. Is now a good time to book your check-up?"
+                ),
+                tool("opt_out", {"reason": "asked not to be called again"}),
+                line("Understood, we won't call you again. Sorry for the trouble. Goodbye!"),
+            ],
+            user_transcripts=[CLIPS["stop_calling"]],
+        )
+
+    return Scenario(
+        name="opt-out",
+        description=(
+            "the callee asks not to be called again: opt_out lists the number, the agent "
+            "confirms, the call ends, and the next call to the number is refused"
+        ),
+        callee=lambda world: ScriptedCallee([WaitForAgent(), Say("stop_calling")]),
+        script=make,
+        expect=Expectation(
+            status="completed",
+            tools=["opt_out"],
+            transcript_contains=[CLIPS["stop_calling"], "we won't call you again"],
+            opted_out=True,
+        ),
+        summary={
+            "intent": "offer a check-up booking",
+            "outcome": "the person asked not to be called again; the number was opted out",
+            "nextAction": "none: do not call this number",
+            "scheduledDate": None,
+            "sentiment": "negative",
+        },
+    )
+
+
 def scenarios(today: date | None = None) -> dict[str, Scenario]:
     today = today or datetime.now(ZoneInfo(TIMEZONE)).date()
     items = [
@@ -384,5 +424,6 @@ def scenarios(today: date | None = None) -> dict[str, Scenario]:
         _model_drop(),
         _transfer(),
         _transfer_declined(booking_day(today)),
+        _opt_out(),
     ]
     return {s.name: s for s in items}

@@ -73,7 +73,8 @@ class World:
     def call(self, call_sid: str) -> ActiveEmulatedCall | None:
         return self.phone.calls.get(call_sid)
 
-    async def place_call(self, callback_id: str) -> str:
+    async def initiate(self, callback_id: str) -> tuple[int, dict[str, Any]]:
+        """POST /call/initiate to the scenario's callee: (HTTP status, body)."""
         resp = await self.http.post(
             self.base_url + "/call/initiate",
             json={
@@ -83,9 +84,12 @@ class World:
             },
             headers={"X-API-Key": self.api_key},
         )
-        body = await resp.json()
-        if resp.status != 200:
-            raise RuntimeError(f"initiate failed: {resp.status} {body}")
+        return resp.status, await resp.json()
+
+    async def place_call(self, callback_id: str) -> str:
+        status, body = await self.initiate(callback_id)
+        if status != 200:
+            raise RuntimeError(f"initiate failed: {status} {body}")
         return str(body["callSid"])
 
     async def wait_result(self, callback_id: str, limit: float) -> CallResult:
@@ -161,6 +165,9 @@ async def start_world(
         "result_webhook_url": orch_srv.url + "/results",
         "result_webhook_secret": webhook_secret,
         "result_webhook_allow_private": True,  # the orchestrator emulator is on loopback
+        # The emulated callee may be called at any hour (`make demo` at 3 a.m.); the
+        # do-not-call list and the frequency cap stay on.
+        "calling_hours": "00:00-24:00",
         **scenario.settings,
         **(overrides or {}),
     }

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from caller_engine.tools import booking
 from caller_engine.tools.email import is_email_address
 from caller_engine.tools.failures import google_failure, refusal
-from caller_engine.tools.google_client import GoogleApiError, GoogleApis
+from caller_engine.tools.google_errors import GoogleApiError
 from caller_engine.tools.registry import Tool, ToolContext, ToolOutput
 from caller_engine.tools.slots import (
     BookingRefused,
@@ -33,6 +33,9 @@ from caller_engine.tools.slots import (
     parse_date,
     working_window,
 )
+
+if TYPE_CHECKING:
+    from caller_engine.tools.google_client import GoogleApis
 
 Clock = Callable[[], datetime]
 NO_AVAILABILITY = "No availability on this date"

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfoNotFoundError
 
 from caller_engine.config import ConfigError, Settings
 from caller_engine.telephony.rest import TwilioGateway
 from caller_engine.tools.calendar import CalendarTools
 from caller_engine.tools.email import EmailTool
-from caller_engine.tools.google_client import GoogleApis
 from caller_engine.tools.registry import Tool
 from caller_engine.tools.slots import BusinessHours
 from caller_engine.tools.sms import SmsTool
+
+if TYPE_CHECKING:
+    from caller_engine.tools.google_client import GoogleApis
 
 
 def _utc_now() -> datetime:
@@ -36,6 +39,8 @@ def build_tools(
     now = clock or _utc_now
     tools: list[Tool] = []
     if (settings.enable_calendar_tools or settings.enable_email_tools) and google is None:
+        from caller_engine.tools.google_client import GoogleApis  # ~30 MB: only when used
+
         google = GoogleApis.from_settings(settings)
     if settings.enable_calendar_tools:
         assert google is not None

@@ -11,12 +11,16 @@ import re
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formataddr, formatdate, make_msgid
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
 from caller_engine.tools.failures import google_failure, refusal
-from caller_engine.tools.google_client import GoogleApiError, GoogleApis
+from caller_engine.tools.google_errors import GoogleApiError
 from caller_engine.tools.registry import Tool, ToolContext, ToolOutput
+
+if TYPE_CHECKING:
+    from caller_engine.tools.google_client import GoogleApis
 
 EMAIL_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 SUBJECT_MAX = 200

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from caller_engine.telephony.rest import TelephonyError
-from caller_engine.tools.google_client import GoogleApiError
+from caller_engine.tools.google_errors import GoogleApiError
 from caller_engine.tools.registry import ToolContext, ToolOutput
 
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"})

@@ -30,6 +30,9 @@ from loguru import logger
 
 from caller_engine.config import ConfigError, Settings
 from caller_engine.failures import describe
+from caller_engine.tools.google_errors import GoogleApiError
+
+__all__ = ["CALENDAR_SCOPES", "GMAIL_SCOPES", "GoogleApiError", "GoogleApis"]
 
 CALENDAR_SCOPES = (
     "https://www.googleapis.com/auth/calendar.events",
@@ -40,30 +43,6 @@ ApiName = Literal["calendar", "gmail"]
 
 # Given the service object (a googleapiclient Resource), build one request.
 RequestBuilder = Callable[[Any], Any]
-
-
-class GoogleApiError(Exception):
-    """A failed Google request.
-
-    `status` is the HTTP status (None when no answer came back); `reason` is Google's error
-    reason (`notFound`, `duplicate`, `rateLimitExceeded`, ...), the OAuth error code
-    (`invalid_grant`, ...), or `timeout` / `unreachable` for transport failures.
-    """
-
-    def __init__(self, status: int | None, reason: str, message: str) -> None:
-        super().__init__(f"{status or '-'} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.message = message
-
-    @property
-    def transient(self) -> bool:
-        return (
-            self.status is None
-            or self.status == 429
-            or self.status >= 500
-            or self.reason in ("rateLimitExceeded", "userRateLimitExceeded")
-        )
 
 
 def from_http_error(exc: HttpError) -> GoogleApiError:

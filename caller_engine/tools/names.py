@@ -8,6 +8,12 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 ToolName = Literal[
-    "check_availability", "schedule_meeting", "send_sms", "send_email", "end_call", "transfer_call"
+    "check_availability",
+    "schedule_meeting",
+    "send_sms",
+    "send_email",
+    "end_call",
+    "transfer_call",
+    "opt_out",
 ]
 TOOL_NAMES: frozenset[str] = frozenset(get_args(ToolName))

@@ -36,6 +36,9 @@ class ToolContext:
     end_call: Callable[[], Awaitable[None]] | None = None
     # Hand the call to a person: (target, reason, summary) → the tool's output.
     transfer: Callable[[TransferTarget, str, str], Awaitable[dict[str, Any]]] | None = None
+    # Lists the callee on the do-not-call list (argument: the reason) and ends the call
+    # after the agent's next reply.
+    opt_out: Callable[[str], Awaitable[None]] | None = None
     # Per-call scratch space for tools that must be idempotent within a call.
     memo: dict[str, Any] = field(default_factory=dict)
 
@@ -52,13 +55,21 @@ class Tool:
     timeout: float = 10.0
 
     def schema(self) -> dict[str, Any]:
-        """The function definition in the OpenAI Realtime `session.tools` shape."""
-        return {
-            "type": "function",
-            "name": self.name,
-            "description": self.description,
-            "parameters": _strip_titles(self.args.model_json_schema()),
-        }
+        """The function definition in the OpenAI Realtime `session.tools` shape. Built once
+        per tool (pydantic's schema generation costs about a millisecond); treat as read-only."""
+        key = (self.name, self.description, self.args)
+        schema = _SCHEMAS.get(key)
+        if schema is None:
+            schema = _SCHEMAS[key] = {
+                "type": "function",
+                "name": self.name,
+                "description": self.description,
+                "parameters": _strip_titles(self.args.model_json_schema()),
+            }
+        return schema
+
+
+_SCHEMAS: dict[tuple[str, str, type[BaseModel]], dict[str, Any]] = {}
 
 
 @dataclass(frozen=True)

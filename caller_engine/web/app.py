@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from loguru import logger
-from openai import AsyncOpenAI
 
 from caller_engine.bridge.bridge import Bridge, LogResultSink, MetricsSink
 from caller_engine.bridge.registry import ActiveCalls
-from caller_engine.calls.models import CallRecord
+from caller_engine.calls.models import CallRecord, utcnow
 from caller_engine.calls.service import CallService
 from caller_engine.calls.sql_store import SqlCallStore
 from caller_engine.calls.store import CallStore
@@ -22,11 +23,12 @@ from caller_engine.results.worker import DeliveryConfig, DeliveryWorker, WakeOnR
 from caller_engine.telephony.rest import TwilioGateway
 from caller_engine.tools import catalog
 from caller_engine.tools.end_call import END_CALL
-from caller_engine.tools.google_client import GoogleApis
+from caller_engine.tools.opt_out import OPT_OUT
 from caller_engine.tools.registry import Tool, ToolRegistry
 from caller_engine.transcript.summary import Summarizer
 from caller_engine.web import (
     calls,
+    dnc,
     health,
     media,
     metrics,
@@ -38,6 +40,9 @@ from caller_engine.web import (
 )
 from caller_engine.web.errors import error_middleware
 from caller_engine.web.state import SERVICES, Services
+
+if TYPE_CHECKING:
+    from caller_engine.tools.google_client import GoogleApis
 
 MAX_BODY_BYTES = 256 * 1024
 OPENAPI_DOCUMENT = openapi.render()
@@ -53,10 +58,17 @@ def build_tools(
     settings: Settings, gateway: TwilioGateway, google: GoogleApis | None
 ) -> Iterable[Tool]:
     """Every tool this deployment offers (per-call subsets are chosen at initiate)."""
-    return [*catalog.build_tools(settings, gateway, google=google), END_CALL]
+    return [*catalog.build_tools(settings, gateway, google=google), END_CALL, OPT_OUT]
 
 
-def create_app(settings: Settings, *, store: CallStore | None = None) -> web.Application:
+def create_app(
+    settings: Settings,
+    *,
+    store: CallStore | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> web.Application:
+    """The application. `store` replaces the one DATABASE_URL names; `clock` replaces the
+    wall clock calling hours are judged by (tests pin it)."""
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
     app.router.add_get("/health", health.health)
     app.router.add_get("/ready", health.ready)
@@ -75,6 +87,10 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
         app.router.add_get("/metrics", metrics.metrics)
     app.router.add_get("/calls", records.list_calls)
     app.router.add_get("/calls/{callbackId}", records.get_call)
+    app.router.add_get("/dnc", dnc.list_numbers)
+    app.router.add_put("/dnc/{number}", dnc.put_number)
+    app.router.add_delete("/dnc/{number}", dnc.delete_number)
+    app.router.add_get("/dnc/{number}", dnc.get_number)
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         # Clients that own aiohttp/httpx sessions are created inside the running loop.
@@ -85,23 +101,25 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
             base_url=settings.twilio_api_base_url,
         )
         call_store = store or await SqlCallStore.open(settings.database_url)
-        call_service = CallService(settings, gateway, call_store)
-        call_service.add_sink(LogResultSink())
         app_metrics = Metrics()
+        call_service = CallService(
+            settings, gateway, call_store, metrics=app_metrics, clock=clock or utcnow
+        )
+        call_service.add_sink(LogResultSink())
         call_service.add_sink(MetricsSink(app_metrics))
         worker = _delivery_worker(settings, call_store, call_service)
         if worker is not None:
             call_service.add_sink(WakeOnResult(worker))
             app[records.DELIVERY_WORKER] = worker
             worker.start()
-        openai_client = AsyncOpenAI(
-            api_key=settings.openai_api_key, base_url=settings.openai_base_url, max_retries=2
+        summarizer = Summarizer(
+            settings.openai_api_key, settings.summary_model, base_url=settings.openai_base_url
         )
-        google = (
-            GoogleApis.from_settings(settings)
-            if settings.enable_calendar_tools or settings.enable_email_tools
-            else None
-        )
+        google: GoogleApis | None = None
+        if settings.enable_calendar_tools or settings.enable_email_tools:
+            from caller_engine.tools.google_client import GoogleApis  # ~30 MB: only when used
+
+            google = GoogleApis.from_settings(settings)
         active = ActiveCalls()
         bridge = Bridge(
             settings,
@@ -115,7 +133,7 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
                 settings.openai_api_key or "",
                 auth_header=settings.openai_realtime_auth_header,
             ),
-            summarizer=Summarizer(openai_client, settings.summary_model),
+            summarizer=summarizer,
             active=active,
             metrics=app_metrics,
         )
@@ -134,7 +152,7 @@ def create_app(settings: Settings, *, store: CallStore | None = None) -> web.App
         await call_service.pending.stop()
         if worker is not None:
             await worker.stop(flush=True)
-        await openai_client.close()
+        await summarizer.close()
         if google is not None:
             google.close()
         await gateway.close()

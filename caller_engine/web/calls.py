@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
+
 import orjson
 from aiohttp import web
 from pydantic import ValidationError
@@ -9,6 +12,7 @@ from pydantic import ValidationError
 from caller_engine.calls.models import InitiateRequest
 from caller_engine.calls.service import CallConflict
 from caller_engine.calls.transfer import TargetError, call_targets
+from caller_engine.guardrails.policy import CallRefused
 from caller_engine.telephony.rest import TelephonyError
 from caller_engine.web.errors import json_error, json_response
 from caller_engine.web.security import api_key_error
@@ -62,6 +66,14 @@ async def initiate(request: web.Request) -> web.Response:
         )
     try:
         outcome = await services.calls.initiate(req)
+    except CallRefused as refusal:
+        refused = json_error(
+            refusal.http_status, refusal.reason, refusal.message, **refusal.details()
+        )
+        if refusal.next_allowed_at is not None and refusal.reason == "frequency_cap":
+            wait = (refusal.next_allowed_at - datetime.now(UTC)).total_seconds()
+            refused.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        return refused
     except CallConflict as exc:
         return json_error(409, "conflict", str(exc))
     except TelephonyError as exc:

@@ -18,16 +18,22 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from caller_engine.calls.models import InitiateRequest
+from caller_engine.web.dnc import DncListing
 from caller_engine.web.schemas import (
     CallList,
     CallPath,
     CallsQuery,
     CallView,
+    DncEntryView,
+    DncList,
+    DncPath,
+    DncQuery,
     ErrorAnswer,
     HealthAnswer,
     InitiateAnswer,
     OpenApiDocument,
     ReadyAnswer,
+    RefusalAnswer,
 )
 
 JSON = "application/json"
@@ -39,7 +45,7 @@ REF = "#/components/schemas/{model}"
 class Answer:
     description: str
     model: type[BaseModel] | None = None
-    media_type: str = JSON
+    media_type: str | None = JSON  # None: no body
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class Operation:
     summary: str
     answers: Mapping[int, Answer]
     body: type[BaseModel] | None = None
+    body_required: bool = True
     query: type[BaseModel] | None = None
     path_params: type[BaseModel] | None = None
     secured: bool = True
@@ -62,6 +69,9 @@ def _error(description: str) -> Answer:
 
 
 UNAUTHORIZED = _error("missing or invalid API key")
+BAD_NUMBER = _error("the number is not E.164")
+UNLISTED = _error("the number is not on the do-not-call list")
+NO_DATABASE = _error("the database is unavailable; retry later")
 
 OPERATIONS: list[Operation] = [
     Operation(
@@ -77,10 +87,21 @@ OPERATIONS: list[Operation] = [
             200: Answer("the call was placed (or already was)", InitiateAnswer),
             400: _error("the body is not JSON, or Twilio refused the number"),
             401: UNAUTHORIZED,
+            403: Answer("do_not_call: the number is on the do-not-call list", RefusalAnswer),
             409: _error("the callbackId belongs to a call to another number"),
             413: _error("the body is too large"),
             415: _error("the body is not application/json"),
-            422: _error("the body does not validate; error.fields names each problem"),
+            422: Answer(
+                "the body does not validate (error.fields names each problem), or "
+                "outside_calling_hours: the callee's local time is outside calling hours "
+                "(error.nextAllowedAt says when they open)",
+                RefusalAnswer,
+            ),
+            429: Answer(
+                "frequency_cap: the number was called too often in the window "
+                "(error.nextAllowedAt and Retry-After say when a call is allowed)",
+                RefusalAnswer,
+            ),
             502: _error("Twilio failed or could not be reached"),
             503: _error("draining, or the database is unavailable; retry later"),
         },
@@ -111,6 +132,72 @@ OPERATIONS: list[Operation] = [
             401: UNAUTHORIZED,
             404: _error("no call with this callbackId"),
             503: _error("the database is unavailable; retry later"),
+        },
+    ),
+    Operation(
+        "put",
+        "/dnc/{number}",
+        "addDoNotCall",
+        "Put a number on the do-not-call list",
+        path_params=DncPath,
+        body=DncListing,
+        body_required=False,
+        tags=("do-not-call",),
+        description="A number already listed keeps its first entry; a reason given here "
+        "replaces the reason of an API listing.",
+        answers={
+            200: Answer("already listed; the entry as kept", DncEntryView),
+            201: Answer("listed", DncEntryView),
+            400: _error("the number is not E.164, or the body is not JSON"),
+            401: UNAUTHORIZED,
+            413: _error("the body is too large"),
+            415: _error("the body is not application/json"),
+            422: _error("the body does not validate; error.fields names each problem"),
+            503: NO_DATABASE,
+        },
+    ),
+    Operation(
+        "delete",
+        "/dnc/{number}",
+        "removeDoNotCall",
+        "Take a number off the do-not-call list",
+        path_params=DncPath,
+        tags=("do-not-call",),
+        answers={
+            204: Answer("removed", media_type=None),
+            400: BAD_NUMBER,
+            401: UNAUTHORIZED,
+            404: UNLISTED,
+            503: NO_DATABASE,
+        },
+    ),
+    Operation(
+        "get",
+        "/dnc/{number}",
+        "getDoNotCall",
+        "One number's do-not-call entry",
+        path_params=DncPath,
+        tags=("do-not-call",),
+        answers={
+            200: Answer("the entry", DncEntryView),
+            400: BAD_NUMBER,
+            401: UNAUTHORIZED,
+            404: UNLISTED,
+            503: NO_DATABASE,
+        },
+    ),
+    Operation(
+        "get",
+        "/dnc",
+        "listDoNotCall",
+        "The do-not-call list, in number order",
+        query=DncQuery,
+        tags=("do-not-call",),
+        answers={
+            200: Answer("one page of entries", DncList),
+            400: _error("a query parameter is invalid; error.fields names each"),
+            401: UNAUTHORIZED,
+            503: NO_DATABASE,
         },
     ),
     Operation(
@@ -234,7 +321,7 @@ def document(operations: Iterable[Operation] = OPERATIONS) -> dict[str, Any]:
             entry["parameters"] = params
         if op.body is not None:
             entry["requestBody"] = {
-                "required": True,
+                "required": op.body_required,
                 "content": {JSON: {"schema": keyed[(op.body, "validation")]}},
             }
         responses: dict[str, Any] = {}
@@ -243,7 +330,7 @@ def document(operations: Iterable[Operation] = OPERATIONS) -> dict[str, Any]:
             if answer.model is not None:
                 schema = keyed[(answer.model, "serialization")]
                 response["content"] = {answer.media_type: {"schema": schema}}
-            else:
+            elif answer.media_type is not None:
                 response["content"] = {answer.media_type: {"schema": {"type": "string"}}}
             responses[str(status)] = response
         entry["responses"] = responses

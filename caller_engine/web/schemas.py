@@ -12,7 +12,12 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from caller_engine.calls.models import CALLBACK_ID_PATTERN, AgentOverrides
+from caller_engine.calls.models import (
+    CALLBACK_ID_PATTERN,
+    E164_PATTERN,
+    AgentOverrides,
+    DncSource,
+)
 from caller_engine.calls.result import CallResult
 from caller_engine.calls.transfer import Transfer
 from caller_engine.results.state import DeliveryStatus
@@ -42,6 +47,22 @@ class ErrorDetail(_Answer):
 class ErrorAnswer(_Answer):
     success: Literal[False]
     error: ErrorDetail
+
+
+class RefusalDetail(ErrorDetail):
+    nextAllowedAt: Timestamp | None = Field(
+        None, description="earliest time a retry may be placed (calling hours, frequency cap)"
+    )
+    calleeTimezones: list[str] | None = Field(
+        None, description="the zones the number may be in, when they disagree"
+    )
+
+
+class RefusalAnswer(_Answer):
+    """A refused call (do_not_call, outside_calling_hours, frequency_cap) or invalid input."""
+
+    success: Literal[False]
+    error: RefusalDetail
 
 
 class InitiateAnswer(_Answer):
@@ -96,6 +117,8 @@ class CallView(_Answer):
     recordingSid: str | None
     error: dict[str, Any] | None
     resultWebhookUrl: str | None
+    calleeTimezone: str | None
+    ignoreCallingHours: bool
     result: CallResult | None
     resultSource: str | None
     delivery: DeliveryView | None
@@ -172,3 +195,33 @@ class OpenApiDocument(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     openapi: str
+
+
+class DncEntryView(_Answer):
+    number: str = Field(description="E.164")
+    source: DncSource = Field(description="who listed it: the API or the callee (opt_out)")
+    reason: str | None
+    callbackId: str | None = Field(description="the call it came from, if any")
+    createdAt: Timestamp
+
+
+class DncList(_Answer):
+    entries: list[DncEntryView]
+    nextCursor: str | None = Field(description="pass as cursor= for the next page")
+
+
+class DncPath(BaseModel):
+    """/dnc/{number} path parameters."""
+
+    number: str = Field(pattern=E164_PATTERN, description="E.164; send + as %2B")
+
+
+class DncQuery(BaseModel):
+    """GET /dnc query parameters."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    limit: int = Field(100, ge=1, le=500, description="page size")
+    cursor: str | None = Field(
+        None, pattern=CURSOR_PATTERN, description="nextCursor of the previous page (opaque)"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from caller_engine.calls import gate
 from caller_engine.logging import call_logger
 from caller_engine.telephony import twiml
 from caller_engine.telephony.signature import stream_token
@@ -30,6 +31,7 @@ async def outbound(request: web.Request) -> web.Response:
         log.warning("TwiML requested for an unknown call; answering <Hangup/>")
         return _xml(twiml.hangup())
     token = stream_token(services.settings.stream_secret, call_sid, callback_id)
+    gate.priority.set(gate.URGENT)  # the call is answered: its greeting waits on this
     await services.bridge.prewarm(callback_id, call_sid)
     stream_url = services.settings.public_ws_url("/media-stream")
     log.info("TwiML served; stream at {}", stream_url)

@@ -26,6 +26,7 @@ say goodbye "That's all, thank you. Goodbye."
 say wait_question "Wait, sorry, can I ask something?"
 say talk_to_someone "Can I talk to someone, please?"
 say callback_yes "Yes, please have someone call me back."
+say stop_calling "Please take me off your list. Don't call me again."
 say voicemail "Hi, you've reached Alex Morgan. I can't take your call right now. Please leave a message after the tone."
 
 # The answering machine's tone: 0.5 s of 1 kHz at half scale.

@@ -356,11 +356,17 @@ def _usage(session: EmulatedRealtimeSession, run: ResponseRun) -> dict[str, Any]
 
 async def _complete(session: EmulatedRealtimeSession, run: ResponseRun) -> None:
     body = response_view(session, run, status="completed", usage=_usage(session, run))
-    if not await _emit(session, run, {"type": "response.done", "response": body}):
+
+    def finished() -> None:
+        # No longer active once response.done is on its way: a response.create sent in reply
+        # to it must not be refused, even while this write waits for the socket to drain.
+        run.status = "completed"
+        session.response_finished(run)
+
+    done = {"type": "response.done", "response": body}
+    if not await session.emit(done, run, before_send=finished):
         await _finish_cancelled(session, run)
         return
-    run.status = "completed"
-    session.response_finished(run)
     await session.emit({"type": "rate_limits.updated", **protocol.rate_limits()})
 
 

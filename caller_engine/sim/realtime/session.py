@@ -104,8 +104,16 @@ class EmulatedRealtimeSession:
 
     # -- sending ---------------------------------------------------------------------------
 
-    async def emit(self, event: dict[str, Any], run: ResponseRun | None = None) -> bool:
-        """Send one server event; with `run`, only while that response is not cancelled."""
+    async def emit(
+        self,
+        event: dict[str, Any],
+        run: ResponseRun | None = None,
+        before_send: Callable[[], None] | None = None,
+    ) -> bool:
+        """Send one server event; with `run`, only while that response is not cancelled.
+        `before_send` runs just before the event is written, with no await in between: state
+        the event announces (a response is over) holds before any client reaction can arrive,
+        even when the write then waits for the socket to drain."""
         body = {"type": event["type"], "event_id": protocol.new_id("event")}
         body.update((key, value) for key, value in event.items() if key != "type")
         payload = orjson.dumps(body)
@@ -115,6 +123,8 @@ class EmulatedRealtimeSession:
             if self._ws.closed:
                 return False
             at = asyncio.get_running_loop().time()
+            if before_send is not None:
+                before_send()
             try:
                 await self._ws.send_str(payload.decode())
             except (ConnectionError, RuntimeError):
