@@ -29,6 +29,18 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _openapi(args: argparse.Namespace) -> int:
+    from caller_engine.web.openapi import render
+
+    document = render()
+    if args.output:
+        with open(args.output, "wb") as out:
+            out.write(document)
+    else:
+        sys.stdout.buffer.write(document)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="caller-engine",
@@ -42,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
         "see .env.example. SIGTERM/SIGINT drain active calls before exiting.",
     )
     serve.set_defaults(func=_serve)
+    openapi = sub.add_parser(
+        "openapi",
+        help="print the OpenAPI 3.1 document of the orchestrator API",
+        description="Print (or write) the OpenAPI document generated from the API's models; "
+        "the server also serves it at GET /openapi.json.",
+    )
+    openapi.add_argument("--output", metavar="PATH", help="write it here instead of stdout")
+    openapi.set_defaults(func=_openapi)
     from caller_engine.calls.commands import add_commands
 
     add_commands(sub)

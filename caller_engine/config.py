@@ -26,6 +26,7 @@ from caller_engine.calls.transfer import (
     parse_targets_file,
 )
 from caller_engine.guardrails.hours import CallingWindow, WindowError
+from caller_engine.results.destinations import url_problem
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -138,6 +139,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./caller_engine.db"
     result_webhook_url: str | None = None
     result_webhook_secret: str | None = None
+    # Lets results go to loopback/private/link-local receivers (on-premises, development).
+    result_webhook_allow_private: bool = False
     delivery_retry_period: float = Field(86_400.0, gt=0)
     delivery_backoff_base: float = Field(2.0, gt=0)
     delivery_backoff_cap: float = Field(600.0, gt=0)
@@ -146,6 +149,8 @@ class Settings(BaseSettings):
     delivery_lease: float = Field(60.0, gt=0)
     delivery_concurrency: int = Field(8, ge=1, le=100)
     result_grace: float = Field(600.0, gt=0)
+    # Writes kept in memory while the database is unavailable (stream events, results, ...).
+    pending_writes_limit: int = Field(5_000, ge=1)
 
     # Dialing guardrails (callee's local time; a per-number cap in a rolling window)
     calling_hours: str = "08:00-21:00"
@@ -317,6 +322,13 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an absolute http(s) URL")
         return value.strip()
+
+    @model_validator(mode="after")
+    def _result_webhook_destination(self) -> Settings:
+        url = self.result_webhook_url
+        if url and not self.result_webhook_allow_private and (problem := url_problem(url)):
+            raise ValueError(f"RESULT_WEBHOOK_URL: {problem}")
+        return self
 
     @field_validator("result_webhook_secret")
     @classmethod

@@ -46,6 +46,7 @@ FAST_DELIVERY: dict[str, Any] = {
     "delivery_timeout": 2.0,
     "delivery_lease": 5.0,
     "result_webhook_secret": WEBHOOK_SECRET,
+    "result_webhook_allow_private": True,  # the orchestrator emulator is on loopback
 }
 
 

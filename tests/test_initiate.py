@@ -23,14 +23,16 @@ async def test_initiate_dials_with_exact_parameters(api: Api, twilio: Twilio) ->
     assert form["From"] == "+15550001111"
     assert form["Url"] == f"{PUBLIC_BASE}/twiml/outbound?callbackId=cb-1"
     assert form["Method"] == "POST"
-    assert form["StatusCallback"] == f"{PUBLIC_BASE}/webhooks/call-status?callbackId=cb-1"
+    # Twilio retries a callback we answer 5xx (or cannot be reached for) up to 5 times.
+    retry = "#rc=5&rp=5xx,ct,rt"
+    assert form["StatusCallback"] == f"{PUBLIC_BASE}/webhooks/call-status?callbackId=cb-1{retry}"
     assert form.getall("StatusCallbackEvent") == ["initiated", "ringing", "answered", "completed"]
     assert form["StatusCallbackMethod"] == "POST"
     assert form["TimeLimit"] == "300"
     assert form["Record"] == "true"
     assert form["MachineDetection"] == "Enable"
     assert form["AsyncAmd"] == "true"
-    assert form["AsyncAmdStatusCallback"] == f"{PUBLIC_BASE}/webhooks/amd?callbackId=cb-1"
+    assert form["AsyncAmdStatusCallback"] == f"{PUBLIC_BASE}/webhooks/amd?callbackId=cb-1{retry}"
     assert form["AsyncAmdStatusCallbackMethod"] == "POST"
 
 
@@ -68,7 +70,7 @@ async def test_bad_bodies_name_the_field(api: Api, twilio: Twilio) -> None:
         ({"callbackId": "x" * 129, "to": "+15551234567"}, "callbackId"),
         ({"to": "+15551234567"}, "callbackId"),
         ({"callbackId": "cb", "to": "+15551234567", "record": "maybe"}, "record"),
-        ({"callbackId": "cb", "to": "+15551234567", "agent": {"tools": ["nope"]}}, "agent.tools"),
+        ({"callbackId": "cb", "to": "+15551234567", "agent": {"tools": ["nope"]}}, "agent.tools.0"),
     ]
     for body, field in cases:
         resp = await api.initiate(body)
@@ -112,7 +114,9 @@ async def test_twilio_unreachable_is_502(api_factory: Any) -> None:
     api = await api_factory(twilio_api_base_url="http://127.0.0.1:9")
     resp = await api.initiate({"callbackId": "cb-down", "to": "+15551234567"})
     assert resp.status == 502
-    assert (await resp.json())["error"]["code"] == "unreachable"
+    error = (await resp.json())["error"]
+    assert error["code"] == "unreachable"
+    assert error["message"] == "Twilio could not be reached: could not connect to 127.0.0.1:9"
 
 
 async def test_retry_of_same_callback_id_does_not_dial_twice(api: Api, twilio: Twilio) -> None:
@@ -132,3 +136,14 @@ async def test_failed_dial_may_be_retried(api: Api, twilio: Twilio) -> None:
     retry = await api.initiate(body)
     assert retry.status == 200 and "duplicate" not in await retry.json()
     assert len(twilio[0].calls) == 1
+
+
+async def test_a_tool_this_deployment_does_not_offer_is_named(api: Api) -> None:
+    body = {"callbackId": "cb-tools", "to": "+15551234567", "agent": {"tools": ["send_email"]}}
+    resp = await api.initiate(body)
+    assert resp.status == 422
+    [field] = (await resp.json())["error"]["fields"]
+    assert field == {
+        "field": "agent.tools",
+        "message": "not enabled on this deployment: send_email",
+    }

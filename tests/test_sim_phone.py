@@ -43,6 +43,7 @@ from caller_engine.sim.twiml_reader import (
     parse_twiml,
 )
 from caller_engine.sim.twiml_reader import Say as SayVerb
+from caller_engine.telephony.rest import CALLBACK_RETRY as RETRY
 from caller_engine.telephony.signature import stream_token, twilio_signature_valid
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_BASE, Api
 
@@ -280,12 +281,13 @@ async def test_answered_call_then_hang_up_through_rest(world_factory: WorldFacto
     assert media.ws_url == world.api.root.replace("http", "ws") + "/media-stream"
     assert media.custom_parameters == expected
     await eventually(lambda: not media.closed.is_set() and media.started_at is not None)
-    record = await world.record("cb-1")
-    await eventually(lambda: record.stream_sid == media.stream_sid)  # the server read `start`
+    async with asyncio.timeout(5):  # the server read `start` and stored it
+        while (await world.record("cb-1")).stream_sid != media.stream_sid:
+            await asyncio.sleep(0.01)
 
     # async AMD
     [amd] = call.amd_callbacks
-    assert amd.status == 200 and amd.url == f"{PUBLIC_BASE}/webhooks/amd?callbackId=cb-1"
+    assert amd.status == 200 and amd.url == f"{PUBLIC_BASE}/webhooks/amd?callbackId=cb-1{RETRY}"
     assert amd.params["AnsweredBy"] == "human" and amd.params["MachineDetectionDuration"] == "400"
     assert (await world.record("cb-1")).answered_by == "human"
 
@@ -299,7 +301,9 @@ async def test_answered_call_then_hang_up_through_rest(world_factory: WorldFacto
     callbacks = call.status_callbacks
     assert all(w.status == 200 for w in callbacks)
     assert [w.params["SequenceNumber"] for w in callbacks] == ["0", "1", "2", "3"]
-    assert {w.url for w in callbacks} == {f"{PUBLIC_BASE}/webhooks/call-status?callbackId=cb-1"}
+    assert {w.url for w in callbacks} == {
+        f"{PUBLIC_BASE}/webhooks/call-status?callbackId=cb-1{RETRY}"
+    }
     final = callbacks[-1].params
     assert final["CallDuration"] == str(call.duration) and final["SipResponseCode"] == "200"
     stored = await world.record("cb-1")

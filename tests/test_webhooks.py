@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from tests.conftest import Api
+from yarl import URL
+
+from caller_engine.sim.twilio_rest import TwilioRestEmulator
+from caller_engine.telephony.signature import sign_twilio_request
+from tests.conftest import AUTH_TOKEN, PUBLIC_BASE, Api
 
 
 async def _dial(api: Api, callback_id: str = "cb-w") -> str:
@@ -100,3 +104,23 @@ async def test_signature_checks_can_be_disabled_in_development(api_factory: obje
     sid = await _dial(api)
     resp = await api.session.post(api.url("/webhooks/call-status"), data=_status(sid, "ringing", 1))
     assert resp.status == 200
+
+
+async def test_callbacks_to_the_exact_url_we_gave_twilio_are_accepted(
+    api: Api, twilio: tuple[TwilioRestEmulator, str]
+) -> None:
+    """A callbackId with ':' is percent-encoded in our callback URL; Twilio signs that URL
+    as written, so the signature is checked against the request target as sent."""
+    sid = await _dial(api, "crm:lead:42")
+    status_url = twilio[0].calls[sid].get("StatusCallback")
+    assert "crm%3Alead%3A42" in status_url
+    params = _status(sid, "ringing", 1)
+    target = URL(api.url(status_url.removeprefix(PUBLIC_BASE)), encoded=True)
+    resp = await api.session.post(
+        target,
+        data=params,
+        headers={"X-Twilio-Signature": sign_twilio_request(AUTH_TOKEN, status_url, params)},
+    )
+    assert resp.status == 200
+    record = await api.services.store.get("crm:lead:42")
+    assert record is not None and record.status == "ringing"

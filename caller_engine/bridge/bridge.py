@@ -16,12 +16,14 @@ from caller_engine.bridge.prewarm import Prewarmer
 from caller_engine.bridge.registry import ActiveCalls
 from caller_engine.bridge.session import MACHINE, CallSession
 from caller_engine.calls import gate
+from caller_engine.calls.availability import StoreUnavailable
 from caller_engine.calls.models import AgentOverrides, CallRecord
 from caller_engine.calls.result import CallResult, Summary
 from caller_engine.calls.service import CallService
 from caller_engine.calls.store import CallStore
 from caller_engine.calls.transfer import TargetError, call_targets
 from caller_engine.config import Settings
+from caller_engine.failures import describe
 from caller_engine.logging import call_logger
 from caller_engine.metrics import Metrics
 from caller_engine.realtime.base import RealtimeConnector
@@ -90,7 +92,13 @@ class Bridge:
 
     async def prewarm(self, callback_id: str, call_sid: str) -> None:
         """Twilio fetched the TwiML: the call is answered. Open the model session now."""
-        record = await self.store.get(callback_id)
+        try:
+            record = await self.store.get(callback_id)
+        except StoreUnavailable as exc:
+            call_logger(callback_id, call_sid).warning(
+                "database unavailable ({}): the default agent takes the call", exc
+            )
+            record = None
         agent = record.agent if record is not None else AgentOverrides()
         provider = call_provider(self.settings, agent)
         connector = self.connectors.get(provider)
@@ -174,9 +182,16 @@ class Bridge:
             try:
                 summary = await self.summarizer.summarize(final["fullText"], tool_lines)
             except Exception as exc:
-                summary_error = f"{type(exc).__name__}: {exc}"
-                session.log.warning("summary failed: {}", summary_error)
-        record = await self.store.get(session.callback_id)
+                summary_error = (
+                    "the summary model's answer was not a valid summary"
+                    if isinstance(exc, ValueError)
+                    else f"the summary model failed: {describe(exc)}"
+                )
+                session.log.opt(exception=exc).warning("summary failed")
+        try:
+            record = await self.store.get(session.callback_id)
+        except StoreUnavailable:
+            record = None  # the result does not wait for the database
         answered_by = session.answered_by or (record.answered_by if record else None)
         started = datetime.fromtimestamp(session.started_wall, UTC)
         ended_wall = session.started_wall + (stopped - session.started_at)

@@ -23,6 +23,7 @@ from caller_engine.bridge.playback import BYTES_PER_MS, PlaybackTracker, b64_dec
 from caller_engine.bridge.prewarm import Warm
 from caller_engine.bridge.turns import Interruption, TurnState
 from caller_engine.calls import gate
+from caller_engine.calls.availability import StoreUnavailable
 from caller_engine.calls.models import AgentOverrides, CallRecord, DncEntry
 from caller_engine.calls.result import ToolCallRecord
 from caller_engine.calls.transfer import TransferTarget
@@ -231,7 +232,11 @@ class CallSession:
         if self._warm is not None and self._warm.record is not None:
             record: CallRecord | None = self._warm.record
         else:
-            record = await self.bridge.store.get(self.callback_id)
+            try:
+                record = await self.bridge.store.get(self.callback_id)
+            except StoreUnavailable as exc:
+                self.log.warning("database unavailable ({}): the default agent takes the call", exc)
+                record = None
         if record is not None:
             self.agent = record.agent
             self.callee = record.to
@@ -260,7 +265,10 @@ class CallSession:
         """After the greeting is under way: write the stream start, and catch an answering-
         machine result that arrived between the TwiML fetch and this stream."""
         assert self.stream_sid is not None
-        record = await self.bridge.store.stream_started(self.callback_id, self.stream_sid)
+        store, callback_id, stream_sid = self.bridge.store, self.callback_id, self.stream_sid
+        record = await self.bridge.calls.pending.attempt_returning(
+            "stream start", callback_id, lambda: store.stream_started(callback_id, stream_sid)
+        )
         if self.answered_by is None:
             answered_by = record.answered_by if record is not None else None
             if answered_by in MACHINE and self.answered_by is None:
@@ -365,7 +373,10 @@ class CallSession:
                 if not task.cancelled() and (exc := task.exception()) is not None:
                     # A bug, not a peer's fault: end this call cleanly, never the process.
                     self.log.opt(exception=exc).error("{} failed; ending the call", task.get_name())
-                    self.error = {"code": "internal_error", "message": repr(exc)}
+                    self.error = {
+                        "code": "internal_error",
+                        "message": "the call's media bridge failed; see the server log",
+                    }
                     await self._hangup("internal error")
             if caller not in done:
                 await asyncio.wait({caller}, timeout=STOP_GRACE)
@@ -398,7 +409,10 @@ class CallSession:
         counters = self.bridge.metrics
         counters.malformed_frames.inc(self.metrics.malformed + self.metrics.media_before_start)
         counters.dropped_frames.inc(self.metrics.dropped_in)
-        await self.bridge.store.stream_stopped(self.callback_id)
+        store, callback_id = self.bridge.store, self.callback_id
+        await self.bridge.calls.pending.attempt(
+            "stream stop", callback_id, lambda: store.stream_stopped(callback_id)
+        )
         self.log.info(
             "stream ended ({}) after {:.1f} s", self.end_reason, self.stopped_at - self.started_at
         )

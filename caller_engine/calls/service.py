@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from caller_engine.calls.models import CallRecord, InitiateRequest, utcnow
+from caller_engine.calls.pending import PendingWrites
 from caller_engine.calls.result import CallResult, ResultSink
 from caller_engine.calls.status import event_from_params
 from caller_engine.calls.store import CallStore, DuplicateCall
@@ -19,7 +20,12 @@ from caller_engine.logging import call_logger
 from caller_engine.metrics import Metrics
 from caller_engine.results.build import result_from_record
 from caller_engine.results.rules import ResultSource
-from caller_engine.telephony.rest import CallRequest, TelephonyError, TwilioGateway
+from caller_engine.telephony.rest import (
+    CALLBACK_RETRY,
+    CallRequest,
+    TelephonyError,
+    TwilioGateway,
+)
 
 MACHINE_ANSWERS = frozenset(
     {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
@@ -64,6 +70,8 @@ class CallService:
         self._ended_listeners: list[EndedListener] = []
         self._sinks: list[ResultSink] = []
         self.duplicate_wait = DUPLICATE_WAIT
+        # Writes the database could not take now (it is down): retried until stored.
+        self.pending = PendingWrites(limit=settings.pending_writes_limit)
 
     def add_sink(self, sink: ResultSink) -> None:
         self._sinks.append(sink)
@@ -71,7 +79,17 @@ class CallService:
     async def finish(self, result: CallResult, *, source: ResultSource = "bridge") -> bool:
         """A call is over and post-processed: keep its result, queue its delivery to the
         orchestrator and hand it on. False (and nothing handed on) when the call already
-        has its result; see results.rules for which one wins."""
+        has its result (see results.rules for which one wins), or when the database is
+        unavailable: then it is kept and handed on once the database is back."""
+        kept: list[bool] = []
+
+        async def write() -> None:
+            kept.append(await self._finish(result, source))
+
+        await self.pending.attempt(f"{source} result", result.callbackId, write)
+        return bool(kept and kept[0])
+
+    async def _finish(self, result: CallResult, source: ResultSource) -> bool:
         kept = await self.store.save_result(
             result, source=source, default_url=self.settings.result_webhook_url
         )
@@ -109,8 +127,8 @@ class CallService:
         s = self.settings
         return (
             s.public_url("/twiml/outbound" + q),
-            s.public_url("/webhooks/call-status" + q),
-            s.public_url("/webhooks/amd" + q),
+            s.public_url("/webhooks/call-status" + q) + CALLBACK_RETRY,
+            s.public_url("/webhooks/amd" + q) + CALLBACK_RETRY,
         )
 
     def _admission(self, req: InitiateRequest) -> tuple[Admission, bool]:
@@ -187,19 +205,30 @@ class CallService:
                 )
             )
         except TelephonyError as exc:
-            await self.store.dial_failed(
+            error = {"code": exc.code, "message": exc.message, "httpStatus": exc.http_status}
+            await self.pending.attempt(
+                "failed dial",
                 req.callback_id,
-                {"code": exc.code, "message": exc.message, "httpStatus": exc.http_status},
+                lambda: self.store.dial_failed(req.callback_id, error),
             )
-            log.warning("Twilio refused the call: code={} {}", exc.code, exc.message)
+            log.opt(exception=exc.__cause__).warning(
+                "Twilio refused the call: code={} {}", exc.code, exc.message
+            )
             raise
-        stored = await self.store.dialed(req.callback_id, created.sid, created.status)
+        # The call exists now: answer with it even if the database just went away (the
+        # CallSid is written when it is back; its callbacks find it by callbackId anyway).
+        stored = await self.pending.attempt_returning(
+            "CallSid",
+            req.callback_id,
+            lambda: self.store.dialed(req.callback_id, created.sid, created.status),
+        )
         call_logger(req.callback_id, created.sid).info(
             "call created to={} status={}{}",
             _mask(req.to),
             created.status,
             " (calling hours overridden)" if overridden else "",
         )
+        record.call_sid, record.status = created.sid, created.status
         return InitiateOutcome(stored or record, duplicate=False)
 
     async def _settled(self, record: CallRecord) -> CallRecord:

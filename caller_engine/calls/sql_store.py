@@ -5,10 +5,12 @@ PostgreSQL, BEGIN IMMEDIATE on SQLite), applies one pure mutation and writes the
 so callbacks for one call arriving at several instances at once never lose each other's
 changes. Creation relies on the primary key (INSERT … ON CONFLICT DO NOTHING), never on a
 check-then-insert. Saving a result and queueing its delivery happen in one transaction.
+A database that is down, locked or full raises StoreUnavailable (calls.availability).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -21,6 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from caller_engine.calls import mutations
+from caller_engine.calls.availability import guarded
 from caller_engine.calls.gate import STORE_CONCURRENCY, PriorityGate
 from caller_engine.calls.migrations import upgrade
 from caller_engine.calls.models import CallRecord, DncEntry, StatusEvent, utcnow
@@ -36,12 +39,14 @@ from caller_engine.calls.sql_rows import (
 )
 from caller_engine.calls.store import DuplicateCall, merged_listing
 from caller_engine.calls.transfer import Transfer
+from caller_engine.failures import describe
 from caller_engine.guardrails.policy import Admission, CallRefused, admit
 from caller_engine.results.payload import encode_result
 from caller_engine.results.rules import ResultSource, takes_result
 from caller_engine.results.sql_outbox import SqlOutbox
 
 Clock = Callable[[], datetime]
+PING_TIMEOUT = 2.0
 
 
 async def _lock_number(conn: AsyncConnection, number: str) -> None:
@@ -89,6 +94,15 @@ class SqlCallStore:
     async def close(self) -> None:
         await self.engine.dispose()
 
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(PING_TIMEOUT), reading(self.engine) as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            logger.warning("database ping failed: {}", describe(exc))
+            return False
+        return True
+
     # -- reading ---------------------------------------------------------------------
 
     def _select(self) -> Any:
@@ -109,14 +123,17 @@ class SqlCallStore:
             row = (await conn.execute(self._select().where(where))).first()
         return self._record(row) if row is not None else None
 
+    @guarded
     async def get(self, callback_id: str) -> CallRecord | None:
         return await self._one(calls.c.callback_id == callback_id)
 
+    @guarded
     async def find_by_sid(self, call_sid: str) -> CallRecord | None:
         if not call_sid:
             return None
         return await self._one(calls.c.call_sid == call_sid)
 
+    @guarded
     async def list_calls(
         self,
         *,
@@ -146,6 +163,7 @@ class SqlCallStore:
 
     # -- creating --------------------------------------------------------------------
 
+    @guarded
     async def create(self, record: CallRecord, admission: Admission | None = None) -> None:
         """Insert; raise DuplicateCall when the callbackId exists, unless its last dial
         attempt failed, in which case this attempt takes the record over atomically.
@@ -213,6 +231,7 @@ class SqlCallStore:
 
     # -- do-not-call list --------------------------------------------------------------
 
+    @guarded
     async def dnc_add(self, entry: DncEntry) -> tuple[DncEntry, bool]:
         async with self._begin() as conn:
             await _lock_number(conn, entry.number)
@@ -230,18 +249,21 @@ class SqlCallStore:
                 )
         return kept, existing is None
 
+    @guarded
     async def dnc_get(self, number: str) -> DncEntry | None:
         async with self._connect() as conn:
             query = select(do_not_call).where(do_not_call.c.number == number)
             row = (await conn.execute(query)).first()
         return dnc_from_row(row._mapping) if row is not None else None
 
+    @guarded
     async def dnc_remove(self, number: str) -> bool:
         async with self._begin() as conn:
             await _lock_number(conn, number)
             result = await conn.execute(delete(do_not_call).where(do_not_call.c.number == number))
         return bool(result.rowcount)
 
+    @guarded
     async def dnc_list(self, *, after: str | None = None, limit: int = 100) -> list[DncEntry]:
         query = select(do_not_call).order_by(do_not_call.c.number).limit(limit)
         if after is not None:
@@ -275,12 +297,14 @@ class SqlCallStore:
                 await self._write(conn, record)
         return record
 
+    @guarded
     async def dialed(self, callback_id: str, call_sid: str, status: str) -> CallRecord | None:
         return await self._change(
             calls.c.callback_id == callback_id,
             lambda r: mutations.apply_dialed(r, call_sid, status),
         )
 
+    @guarded
     async def dial_failed(self, callback_id: str, error: dict[str, Any]) -> None:
         now = self.clock()
         await self._change(
@@ -313,6 +337,7 @@ class SqlCallStore:
                 await self._write(conn, record)
         return record
 
+    @guarded
     async def add_status(
         self, call_sid: str, event: StatusEvent, callback_id: str | None = None
     ) -> CallRecord | None:
@@ -321,6 +346,7 @@ class SqlCallStore:
             call_sid, callback_id, lambda r: mutations.apply_status(r, event, now)
         )
 
+    @guarded
     async def set_answered_by(
         self, call_sid: str, answered_by: str, callback_id: str | None = None
     ) -> CallRecord | None:
@@ -328,6 +354,7 @@ class SqlCallStore:
             call_sid, callback_id, lambda r: mutations.apply_answered_by(r, answered_by)
         )
 
+    @guarded
     async def stream_started(self, callback_id: str, stream_sid: str) -> CallRecord | None:
         now = self.clock()
         return await self._change(
@@ -335,6 +362,7 @@ class SqlCallStore:
             lambda r: mutations.apply_stream_started(r, stream_sid, now),
         )
 
+    @guarded
     async def stream_stopped(self, callback_id: str) -> None:
         now = self.clock()
         await self._change(
@@ -351,6 +379,7 @@ class SqlCallStore:
 
     # -- results ---------------------------------------------------------------------
 
+    @guarded
     async def save_result(
         self,
         result: CallResult,

@@ -78,6 +78,9 @@ class CallStore(Protocol):
     ) -> list[CallRecord]:
         """Most recent first; `before` is the (created_at, callback_id) of the last seen."""
 
+    async def ping(self) -> bool:
+        """Whether the store answers now (within a couple of seconds)."""
+
     async def dnc_add(self, entry: DncEntry) -> tuple[DncEntry, bool]:
         """List a number: (the entry as kept, whether it was new). A number already listed
         keeps its first entry; only an `api` listing with a reason replaces the reason."""
@@ -245,6 +248,9 @@ class MemoryCallStore:
             and (since is None or r.created_at >= since)
             and (before is None or (r.created_at, r.callback_id) < before)
         ][:limit]
+
+    async def ping(self) -> bool:
+        return True
 
     async def close(self) -> None:
         return None

@@ -16,6 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.protocol import State
 
+from caller_engine.failures import describe
 from caller_engine.realtime.base import (
     CLIENT_DRIVEN,
     AgentItem,
@@ -298,7 +299,7 @@ class OpenAIRealtimeConnector:
             fatal = status in (401, 403, 404)
             raise ConnectError(f"model refused the connection: HTTP {status}", fatal=fatal) from exc
         except (OSError, TimeoutError, InvalidHandshake) as exc:
-            raise ConnectError(f"model unreachable: {exc!r}", fatal=False) from exc
+            raise ConnectError(f"model unreachable: {describe(exc)}", fatal=False) from exc
         session = OpenAIRealtimeSession(ws, config)
         try:
             await ws.send(orjson.dumps(session_update(config)).decode())

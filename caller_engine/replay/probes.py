@@ -42,6 +42,7 @@ class CallProbe:
     first_audio_at: float | None = None
     stopped_at: float | None = None
     error: str | None = None
+    audio_t0: float | None = None  # when the caller audio's first frame is due
     sent_at: list[float] = field(default_factory=list)  # by caller frame sequence number
     inbound: SequenceCheck = field(default_factory=SequenceCheck)
     in_latency: list[Timed] = field(default_factory=list)  # (sent at, ms)

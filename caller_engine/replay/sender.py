@@ -78,6 +78,7 @@ class FrameSender:
             done.set_result(None)
             return done
         player = Player(client, probe, audio, loop.time() + delay, marked, done)
+        probe.audio_t0 = player.t0
         self._push(player)
         return done
 

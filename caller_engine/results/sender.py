@@ -6,7 +6,10 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
+from loguru import logger
 
+from caller_engine.failures import describe
+from caller_engine.results.destinations import ForbiddenAddress
 from caller_engine.results.signing import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
@@ -24,6 +27,7 @@ class Attempt:
     status: int | None
     error: str
     retry_after: str | None = None
+    refused: bool = False  # not sent: the destination is not allowed; never retried
 
 
 def headers_for(callback_id: str, body: bytes, secret: str | None, now: float) -> dict[str, str]:
@@ -62,5 +66,11 @@ async def post_result(
             return Attempt(resp.status, error, resp.headers.get("Retry-After"))
     except TimeoutError:
         return Attempt(None, f"timed out after {request_timeout:g} s")
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, ForbiddenAddress):
+            return Attempt(None, str(exc.os_error), refused=True)
+        logger.bind(callbackId=callback_id).info("result delivery to {} failed: {!r}", url, exc)
+        return Attempt(None, describe(exc))
     except (aiohttp.ClientError, OSError) as exc:
-        return Attempt(None, f"{type(exc).__name__}: {exc}")
+        logger.bind(callbackId=callback_id).info("result delivery to {} failed: {!r}", url, exc)
+        return Attempt(None, describe(exc))

@@ -20,11 +20,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 from loguru import logger
 
+from caller_engine.calls.availability import is_unavailable, reason
 from caller_engine.calls.models import CallRecord, utcnow
 from caller_engine.config import Settings
 from caller_engine.logging import call_logger
+from caller_engine.results.destinations import GuardedResolver, url_problem
 from caller_engine.results.outbox import Claim, Outbox
 from caller_engine.results.policy import RetryPolicy, classify, next_attempt, retry_after
 from caller_engine.results.sender import Attempt, post_result
@@ -42,6 +45,7 @@ class DeliveryConfig:
     concurrency: int = 8
     result_grace: float = 600.0
     sweep_interval: float = 30.0
+    allow_private: bool = False
     policy: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod
@@ -55,6 +59,7 @@ class DeliveryConfig:
             concurrency=settings.delivery_concurrency,
             result_grace=settings.result_grace,
             sweep_interval=min(30.0, max(settings.delivery_poll_interval, settings.result_grace)),
+            allow_private=settings.result_webhook_allow_private,
             policy=RetryPolicy(
                 backoff_base=settings.delivery_backoff_base,
                 backoff_cap=settings.delivery_backoff_cap,
@@ -75,16 +80,21 @@ class DeliveryWorker:
         *,
         owner: str | None = None,
         on_missing_result: MissingResultHandler | None = None,
+        resolver: AbstractResolver | None = None,
     ) -> None:
+        """`resolver` resolves webhook host names (the system's by default); unless
+        private destinations are allowed, only public addresses it returns are used."""
         self.outbox = outbox
         self.config = config
         self.owner = owner or instance_id()
         self.on_missing_result = on_missing_result
+        self._resolver = resolver
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._last_sweep = 0.0
         self._stopping = False
+        self._database_down = False
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -137,13 +147,21 @@ class DeliveryWorker:
                     self._last_sweep = loop.time()
                     await self.sweep_once()
                 sent = await self.run_once()
+                if self._database_down:
+                    self._database_down = False
+                    logger.info("result delivery resumes: the database is back")
                 if sent or self._stopping:
                     continue  # there may be more due right away
                 delay = await self._idle_delay()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("result delivery loop failed; retrying")
+            except Exception as exc:
+                if is_unavailable(exc):
+                    if not self._database_down:  # once per outage, not once per poll
+                        logger.warning("result delivery waits for the database: {}", reason(exc))
+                    self._database_down = True
+                else:
+                    logger.exception("result delivery loop failed; retrying")
                 delay = self.config.poll_interval
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
@@ -159,7 +177,10 @@ class DeliveryWorker:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            resolver = self._resolver
+            if not self.config.allow_private:
+                resolver = GuardedResolver(resolver)
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver))
         return self._session
 
     async def run_once(self, callback_id: str | None = None) -> int:
@@ -172,6 +193,10 @@ class DeliveryWorker:
         return len(claims)
 
     async def _deliver(self, claim: Claim) -> None:
+        problem = None if self.config.allow_private else url_problem(claim.url)
+        if problem is not None:
+            await self.settle(claim, Attempt(None, f"{claim.url}: {problem}", refused=True))
+            return
         attempt = await post_result(
             self._http(),
             claim.url,
@@ -185,7 +210,7 @@ class DeliveryWorker:
     async def settle(self, claim: Claim, attempt: Attempt) -> str:
         """Record an attempt's outcome; what became of the delivery."""
         log = call_logger(claim.callback_id)
-        verdict = classify(attempt.status)
+        verdict = "reject" if attempt.refused else classify(attempt.status)
         if verdict == "delivered" and attempt.status is not None:
             kept = await self.outbox.succeeded(claim, attempt.status)
             log.info("result delivered (attempt {}, HTTP {})", claim.attempt, attempt.status)

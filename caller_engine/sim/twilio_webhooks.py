@@ -7,11 +7,12 @@ full URL (query included) and the sorted POST parameters.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
 from yarl import URL
@@ -126,10 +127,41 @@ class WebhookRecord:
     body: str = ""
     error: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    answers: list[int | None] = field(default_factory=list)  # every attempt (None: no answer)
 
     @property
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionOverrides:
+    """Twilio's webhook connection overrides, from a `#rc=…&rp=…` URL fragment
+    (https://www.twilio.com/docs/usage/webhooks/webhooks-connection-overrides): retry
+    count (rc, 0-5, default 1), retry policy (rp: 4xx, 5xx, ct, rt or all; default ct) and
+    the total time for every attempt (tt, milliseconds, at most and by default 15000)."""
+
+    retries: int = 1
+    policy: frozenset[str] = frozenset({"ct"})
+    total: float = 15.0
+
+    @classmethod
+    def parse(cls, fragment: str) -> ConnectionOverrides:
+        values = dict(parse_qsl(fragment))
+        retries = min(max(int(values.get("rc", "1")), 0), 5)
+        policy = frozenset(p.strip() for p in values.get("rp", "ct").split(",") if p.strip())
+        total = min(int(values.get("tt", "15000")), 15000) / 1000
+        return cls(retries, policy, total)
+
+    def retry(self, status: int | None, timed_out: bool) -> bool:
+        """Whether an attempt that ended so is tried again."""
+        if "all" in self.policy:
+            return status is None or status >= 400
+        if status is None:
+            return ("rt" if timed_out else "ct") in self.policy
+        return (status >= 500 and "5xx" in self.policy) or (
+            400 <= status < 500 and "4xx" in self.policy
+        )
 
 
 async def deliver(
@@ -140,15 +172,41 @@ async def deliver(
     route: Route = identity,
     limit: float = 15.0,
 ) -> WebhookRecord:
-    """Send `record` as Twilio would and fill in the answer (Twilio's timeout is 15 s)."""
+    """Send `record` as Twilio would and fill in the answer (Twilio's timeout is 15 s),
+    retrying as the URL's connection overrides say. The fragment is not sent; the
+    signature covers the URL requested."""
+    target, _, fragment = record.url.partition("#")
+    overrides = ConnectionOverrides.parse(fragment)
+    deadline = asyncio.get_running_loop().time() + min(limit, overrides.total)
+    for attempt in range(overrides.retries + 1):
+        left = deadline - asyncio.get_running_loop().time()
+        if attempt and left <= 0:
+            break
+        timed_out = await _attempt(session, record, target, auth_token, route, max(left, 0.1))
+        record.answers.append(record.status)
+        if record.ok or not overrides.retry(record.status, timed_out):
+            break
+    return record
+
+
+async def _attempt(
+    session: aiohttp.ClientSession,
+    record: WebhookRecord,
+    target: str,
+    auth_token: str,
+    route: Route,
+    limit: float,
+) -> bool:
+    """One request; True when it timed out."""
+    record.status, record.error, record.body = None, None, ""
     method = record.method.upper()
     if method == "GET":
-        separator = "&" if "?" in record.url else "?"
-        url = record.url + (separator + urlencode(record.params) if record.params else "")
+        separator = "&" if "?" in target else "?"
+        url = target + (separator + urlencode(record.params) if record.params else "")
         signature = sign_twilio_request(auth_token, url, {})
         data: dict[str, str] | None = None
     else:
-        url = record.url
+        url = target
         signature = sign_twilio_request(auth_token, url, record.params)
         data = record.params
     headers = {"X-Twilio-Signature": signature, "User-Agent": USER_AGENT}
@@ -165,7 +223,8 @@ async def deliver(
             record.body = await resp.text()
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         record.error = repr(exc)
-    return record
+        return isinstance(exc, TimeoutError)
+    return False
 
 
 def webhook_method(value: str | None) -> str:

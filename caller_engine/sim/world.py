@@ -250,6 +250,7 @@ async def start_world(
         "result_webhook_url": orch_srv.url + "/results",
         "result_webhook_secret": webhook_secret,
         **provider_settings,
+        "result_webhook_allow_private": True,  # the orchestrator emulator is on loopback
         # The emulated callee may be called at any hour (`make demo` at 3 a.m.); the
         # do-not-call list and the frequency cap stay on.
         "calling_hours": "00:00-24:00",

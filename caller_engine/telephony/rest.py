@@ -12,7 +12,13 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
+from caller_engine.failures import describe
+
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+# Twilio's webhook connection overrides (a URL fragment Twilio reads and does not send):
+# retry up to 5 times on a 5xx answer, a connect timeout or a read timeout. Status and AMD
+# callbacks are answered 503 while they cannot be stored, so Twilio sends them again.
+CALLBACK_RETRY = "#rc=5&rp=5xx,ct,rt"
 
 
 class TelephonyError(Exception):
@@ -50,8 +56,8 @@ def _translate(exc: Exception) -> TelephonyError:
         status = 400 if 400 <= exc.status < 500 and exc.status not in (401, 403, 429) else 502
         return TelephonyError(exc.code or exc.status, exc.msg or "Twilio error", status)
     if isinstance(exc, aiohttp.ClientError | TimeoutError | OSError):
-        return TelephonyError("unreachable", f"Twilio could not be reached: {exc!r}", 502)
-    return TelephonyError("unexpected", f"unexpected Twilio client failure: {exc!r}", 502)
+        return TelephonyError("unreachable", f"Twilio could not be reached: {describe(exc)}", 502)
+    return TelephonyError("unexpected", "the Twilio client failed unexpectedly", 502)
 
 
 class TwilioGateway:

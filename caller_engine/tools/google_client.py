@@ -26,8 +26,10 @@ from google.auth import exceptions as auth_exceptions
 from google.oauth2 import service_account
 from googleapiclient import discovery
 from googleapiclient.errors import HttpError
+from loguru import logger
 
 from caller_engine.config import ConfigError, Settings
+from caller_engine.failures import describe
 from caller_engine.tools.google_errors import GoogleApiError
 
 __all__ = ["CALENDAR_SCOPES", "GMAIL_SCOPES", "GoogleApiError", "GoogleApis"]
@@ -78,9 +80,13 @@ def _translate(exc: Exception) -> GoogleApiError:
         return from_refresh_error(exc)
     if isinstance(exc, TimeoutError):
         return GoogleApiError(None, "timeout", "no answer in time")
-    if isinstance(exc, auth_exceptions.TransportError | httplib2.HttpLib2Error | OSError):
-        return GoogleApiError(None, "unreachable", f"{type(exc).__name__}: {exc}")
-    return GoogleApiError(None, "client_error", f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, OSError):
+        return GoogleApiError(None, "unreachable", describe(exc))
+    if isinstance(exc, auth_exceptions.TransportError | httplib2.HttpLib2Error):
+        logger.info("Google API transport failure: {!r}", exc)
+        return GoogleApiError(None, "unreachable", "the Google API could not be reached")
+    logger.opt(exception=exc).warning("Google API client failed")
+    return GoogleApiError(None, "client_error", "the Google API client failed unexpectedly")
 
 
 @dataclass

@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 
 from caller_engine.calls.result import Summary
+from caller_engine.failures import describe
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
@@ -62,6 +63,14 @@ def summary_prompt(full_text: str, tool_lines: list[str]) -> str:
 
 class SummaryError(Exception):
     """The service refused the request, failed, or answered something unusable."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code  # the HTTP status of a refusal or failure
+
+
+class UnusableSummary(SummaryError, ValueError):
+    """The service answered, but not with a summary of the documented form."""
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -127,14 +136,14 @@ class Summarizer:
         except SummaryError:
             raise
         except Exception as exc:
-            raise SummaryError(f"unusable completion: {exc!r}") from exc
+            raise UnusableSummary("the completion is not a valid summary") from exc
 
     async def _post(self, body: bytes) -> dict[str, Any]:
         if self._http is None:
             self._http = aiohttp.ClientSession(
                 headers=self.headers | {"Content-Type": "application/json"}
             )
-        failure = ""
+        failure, status = "", None
         for attempt in range(MAX_RETRIES + 1):
             wait: float | None = None
             try:
@@ -144,14 +153,15 @@ class Summarizer:
                         answer: dict[str, Any] = orjson.loads(raw)
                         return answer
                     failure = _error_message(resp.status, raw)
+                    status = resp.status
                     if resp.status not in RETRY_STATUSES:
-                        raise SummaryError(failure)
+                        raise SummaryError(failure, status)
                     wait = _retry_after(resp.headers)
             except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
-                failure = f"request failed: {exc!r}"
+                failure, status = f"request failed: {describe(exc)}", None
             if attempt < MAX_RETRIES:
                 await asyncio.sleep(wait if wait is not None else BACKOFF_S * 2**attempt)
-        raise SummaryError(failure)
+        raise SummaryError(failure, status)
 
     async def close(self) -> None:
         if self._http is not None:

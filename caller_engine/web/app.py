@@ -32,6 +32,7 @@ from caller_engine.web import (
     health,
     media,
     metrics,
+    openapi,
     records,
     transfer,
     twiml,
@@ -44,7 +45,13 @@ if TYPE_CHECKING:
     from caller_engine.tools.google_client import GoogleApis
 
 MAX_BODY_BYTES = 256 * 1024
+OPENAPI_DOCUMENT = openapi.render()
 NO_RESULT = {"code": "no_result", "message": "the call ended but its post-call result never came"}
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document of the orchestrator API (the same as openapi.json)."""
+    return web.Response(body=OPENAPI_DOCUMENT, content_type="application/json")
 
 
 def build_tools(
@@ -64,6 +71,8 @@ def create_app(
     wall clock calling hours are judged by (tests pin it)."""
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
     app.router.add_get("/health", health.health)
+    app.router.add_get("/ready", health.ready)
+    app.router.add_get("/openapi.json", openapi_json)
     app.router.add_post("/call/initiate", calls.initiate)
     app.router.add_route("GET", "/twiml/outbound", twiml.outbound)
     app.router.add_route("POST", "/twiml/outbound", twiml.outbound)
@@ -133,6 +142,7 @@ def create_app(
         yield
         await active.close_all("server shutdown")
         await bridge.close()
+        await call_service.pending.stop()
         if worker is not None:
             await worker.stop(flush=True)
         if summarizer is not None:

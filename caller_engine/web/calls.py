@@ -38,7 +38,8 @@ async def initiate(request: web.Request) -> web.Response:
     except orjson.JSONDecodeError as exc:
         return json_error(400, "invalid_json", f"body is not valid JSON: {exc}")
     try:
-        req = InitiateRequest.model_validate(body)
+        allow_private = services.settings.result_webhook_allow_private
+        req = InitiateRequest.model_validate(body, context={"allow_private": allow_private})
     except ValidationError as exc:
         return json_error(422, "invalid_request", "invalid request body", fields=_field_errors(exc))
     unknown = sorted(set(req.agent.tools or ()) - services.tool_names)
@@ -47,7 +48,12 @@ async def initiate(request: web.Request) -> web.Response:
             422,
             "invalid_request",
             "invalid request body",
-            fields=[{"field": "agent.tools", "message": f"unknown tools: {', '.join(unknown)}"}],
+            fields=[
+                {
+                    "field": "agent.tools",
+                    "message": f"not enabled on this deployment: {', '.join(unknown)}",
+                }
+            ],
         )
     provider = req.agent.provider
     if provider is not None and provider not in services.bridge.connectors:

@@ -9,6 +9,7 @@ from aiohttp import web
 from loguru import logger
 from multidict import MultiDict
 
+from caller_engine.telephony.rest import CALLBACK_RETRY
 from caller_engine.telephony.signature import twilio_signature_valid
 from caller_engine.web.errors import json_error
 from caller_engine.web.state import SERVICES
@@ -43,15 +44,20 @@ def twilio_request_error(
     """None when the request is signed by Twilio (or validation is off).
 
     The URL is rebuilt from BASE_URL, because behind a proxy the socket's URL is not
-    the one Twilio signed.
+    the one Twilio signed, with the request target exactly as sent (a normalized one would
+    turn the %3A of a callbackId into ':' and no longer match).
     """
     settings = request.app[SERVICES].settings
     if not settings.twilio_validate_signatures:
         return None
-    path = request.rel_url.path_qs
+    path = request.raw_path
     url = settings.public_ws_url(path) if websocket else settings.public_url(path)
     signature = request.headers.get("X-Twilio-Signature")
-    if twilio_signature_valid(settings.twilio_auth_token, url, params, signature):
+    token = settings.twilio_auth_token
+    # A URL we gave with connection overrides may be signed with its fragment (not sent).
+    if twilio_signature_valid(token, url, params, signature) or (
+        not websocket and twilio_signature_valid(token, url + CALLBACK_RETRY, params, signature)
+    ):
         return None
     resource = request.match_info.route.resource
     endpoint = resource.canonical if resource is not None else request.path
