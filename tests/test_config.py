@@ -126,3 +126,10 @@ def test_guardrail_settings_and_their_defaults(monkeypatch: pytest.MonkeyPatch) 
     text = str(err.value)
     for name in ("CALLING_HOURS", "CALLING_DAYS", "FREQUENCY_WINDOW", "MAX_CALLS_PER_NUMBER"):
         assert name in text
+
+
+def test_every_documented_provider_name_has_a_provider() -> None:
+    from caller_engine.realtime.names import PROVIDER_NAMES
+    from caller_engine.realtime.providers import PROVIDERS
+
+    assert set(PROVIDERS) == PROVIDER_NAMES

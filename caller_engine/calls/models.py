@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from caller_engine.calls.transfer import TargetSpec, Transfer
 from caller_engine.guardrails.zones import valid_zone
+from caller_engine.realtime.names import ProviderName
 from caller_engine.results.destinations import url_problem
 from caller_engine.tools.names import ToolName
 
@@ -37,11 +38,8 @@ class AgentOverrides(BaseModel):
     tools: list[ToolName] | None = Field(
         None, max_length=32, description="the subset of this deployment's tools to offer"
     )
-    provider: str | None = Field(
-        None,
-        min_length=1,
-        max_length=32,
-        description="a configured realtime provider for this call",
+    provider: ProviderName | None = Field(
+        None, description="the realtime provider of this call; it must be configured here"
     )
     # People the agent may hand the call to; replaces TRANSFER_TARGETS for this call.
     transferTargets: list[TargetSpec] | None = Field(
