@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
         env_file_encoding="utf-8",
+        env_ignore_empty=True,  # `NAME=` (as in .env.example) means the default
         extra="ignore",
         case_sensitive=False,
         validate_default=True,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from caller_engine.config import ConfigError, load_settings
@@ -133,3 +135,25 @@ def test_every_documented_provider_name_has_a_provider() -> None:
     from caller_engine.realtime.providers import PROVIDERS
 
     assert set(PROVIDERS) == PROVIDER_NAMES
+
+
+def test_env_example_loads_once_its_required_values_are_filled(tmp_path: Path) -> None:
+    """Every `NAME=` left empty in .env.example means that setting's default."""
+    example = (Path(__file__).parent.parent / ".env.example").read_text()
+    filled = {
+        "BASE_URL": "https://calls.example.com",
+        "OPENAI_API_KEY": "sk-test",
+        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "TWILIO_AUTH_TOKEN": "token",
+        "TWILIO_PHONE_NUMBER": "+15550001111",
+    }
+    lines = [
+        f"{line.split('=', 1)[0]}={filled[line.split('=', 1)[0]]}"
+        if line.split("=", 1)[0] in filled
+        else line
+        for line in example.splitlines()
+    ]
+    env = tmp_path / ".env"
+    env.write_text("\n".join(lines) + "\n")
+    s = load_settings(_env_file=str(env))
+    assert s.metrics_port is None and s.realtime_provider == "openai"
