@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from sqlalchemy import text
 
-from caller_engine.calls.sql_engine import create_engine
+from caller_engine.calls.sql_engine import PostgresDatabase, driver_url
 from caller_engine.calls.sql_store import SqlCallStore
 from caller_engine.sim.orchestrator import OrchestratorEmulator
 from caller_engine.sim.server import LoopbackServer
@@ -75,7 +75,7 @@ class FakeClock:
 
 async def _postgres_schema() -> AsyncIterator[str]:
     schema = "ce_test_" + secrets.token_hex(6)
-    engine = create_engine(TEST_DATABASE_URL)
+    engine = PostgresDatabase(driver_url(TEST_DATABASE_URL), None).engine
     try:
         async with engine.begin() as conn:
             await conn.execute(text(f'CREATE SCHEMA "{schema}"'))

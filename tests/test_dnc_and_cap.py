@@ -15,6 +15,7 @@ from sqlalchemy import insert
 
 from caller_engine.calls.models import AgentOverrides, CallRecord, DncEntry, StatusEvent, utcnow
 from caller_engine.calls.schema import do_not_call
+from caller_engine.calls.sql_engine import PostgresDatabase, SqliteDatabase, open_database
 from caller_engine.calls.sql_store import SqlCallStore, _lock_number
 from caller_engine.calls.store import DuplicateCall, MemoryCallStore
 from caller_engine.guardrails.policy import Admission, CallRefused
@@ -119,14 +120,24 @@ async def test_a_listing_in_progress_decides_a_racing_initiate(
     api = await instances.start()
     store = api.services.store
     assert isinstance(store, SqlCallStore)
-    async with store.engine.begin() as conn:
-        await _lock_number(conn, NUMBER)
-        await conn.execute(
-            insert(do_not_call).values(number=NUMBER, source="api", created_at=utcnow())
-        )
-        racing = asyncio.create_task(_initiate(api, "cb-race"))
-        await asyncio.sleep(0.3)
-        assert not racing.done()
+    listing = insert(do_not_call).values(number=NUMBER, source="api", created_at=utcnow())
+    # Another instance's listing, its transaction open while the initiate arrives.
+    other = open_database(instances.database.url, schema=instances.database.schema)
+    if isinstance(other, SqliteDatabase):
+        with other.engine.begin() as conn:  # BEGIN IMMEDIATE: the file's write lock
+            conn.execute(listing)
+            racing = asyncio.create_task(_initiate(api, "cb-race"))
+            await asyncio.sleep(0.3)
+            assert not racing.done()
+    else:
+        assert isinstance(other, PostgresDatabase)
+        async with other.engine.begin() as aconn:
+            await aconn.run_sync(lambda conn: _lock_number(conn, NUMBER))
+            await aconn.execute(listing)
+            racing = asyncio.create_task(_initiate(api, "cb-race"))
+            await asyncio.sleep(0.3)
+            assert not racing.done()
+    await other.dispose()
     status, body = await racing
     assert status == 403 and body["error"]["code"] == "do_not_call"
     assert twilio[0].requests == []

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
 
 from caller_engine.calls.migrations import LATEST, current_version, upgrade
 from caller_engine.calls.models import AgentOverrides, CallRecord, StatusEvent
@@ -239,15 +240,14 @@ async def test_listing_pages_filters_and_orders(store: SqlCallStore, clock: Fake
 
 
 async def test_migrations_are_idempotent_and_match_the_schema(store: SqlCallStore) -> None:
-    assert await upgrade(store.engine) == LATEST
-    assert await current_version(store.engine) == LATEST
+    assert await upgrade(store.db) == LATEST
+    assert await current_version(store.db) == LATEST
 
-    def columns(sync_conn: object) -> dict[str, set[str]]:
+    def columns(sync_conn: Connection) -> dict[str, set[str]]:
         inspector = inspect(sync_conn)
         return {t: {c["name"] for c in inspector.get_columns(t)} for t in metadata.tables}
 
-    async with store.engine.connect() as conn:
-        found = await conn.run_sync(columns)
+    found = await store.db.read(columns)
     expected = {name: {c.name for c in table.columns} for name, table in metadata.tables.items()}
     assert found == expected
 
@@ -255,7 +255,7 @@ async def test_migrations_are_idempotent_and_match_the_schema(store: SqlCallStor
 async def test_instances_starting_together_migrate_once(db: Database) -> None:
     stores = await asyncio.gather(*(db.open_store() for _ in range(3)))
     try:
-        assert {await current_version(s.engine) for s in stores} == {LATEST}
+        assert {await current_version(s.db) for s in stores} == {LATEST}
     finally:
         for s in stores:
             await s.close()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from caller_engine.calls.models import AgentOverrides, CallRecord
-from caller_engine.calls.sql_engine import DatabaseUrlError, async_url
+from caller_engine.calls.sql_engine import DatabaseUrlError, driver_url
 from caller_engine.calls.views import decode_cursor, encode_cursor
 from caller_engine.config import ConfigError
 from tests.conftest import make_settings
@@ -16,23 +16,24 @@ from tests.conftest import make_settings
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
-        ("sqlite:///./caller_engine.db", "sqlite+aiosqlite:///./caller_engine.db"),
-        ("sqlite:////var/lib/ce/calls.db", "sqlite+aiosqlite:////var/lib/ce/calls.db"),
-        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("sqlite:///./caller_engine.db", "sqlite+pysqlite:///./caller_engine.db"),
+        ("sqlite:////var/lib/ce/calls.db", "sqlite+pysqlite:////var/lib/ce/calls.db"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+pysqlite:///x.db"),
+        ("sqlite+pysqlite:///x.db", "sqlite+pysqlite:///x.db"),
         ("postgresql://u:p@db:5432/calls", "postgresql+asyncpg://u:***@db:5432/calls"),
         ("postgres://u@db/calls", "postgresql+asyncpg://u@db/calls"),
         ("postgresql+asyncpg://u@db/calls", "postgresql+asyncpg://u@db/calls"),
         ("postgresql://u@db/calls?sslmode=require", "postgresql+asyncpg://u@db/calls?ssl=require"),
     ],
 )
-def test_database_urls_get_async_drivers(given: str, expected: str) -> None:
-    assert str(async_url(given)) == expected
+def test_database_urls_get_their_drivers(given: str, expected: str) -> None:
+    assert str(driver_url(given)) == expected
 
 
 @pytest.mark.parametrize("bad", ["mysql://u@db/x", "postgresql+psycopg2://u@db/x", "nonsense"])
 def test_unsupported_database_urls_are_refused(bad: str) -> None:
     with pytest.raises(DatabaseUrlError):
-        async_url(bad)
+        driver_url(bad)
 
 
 def test_cursor_round_trip_and_garbage() -> None:

@@ -21,6 +21,7 @@ def test_what_counts_as_an_unavailable_database() -> None:
 
     assert is_unavailable(ConnectionRefusedError(111, "refused"))
     assert is_unavailable(sa.OperationalError("SELECT 1", {}, Exception("database is locked")))
+    assert is_unavailable(sqlite3.OperationalError("database is locked"))
     assert is_unavailable(sa.DBAPIError("SELECT 1", {}, Orig("starting up")))
     assert not is_unavailable(sa.IntegrityError("INSERT", {}, Exception("duplicate key")))
     assert not is_unavailable(ValueError("a bug"))

@@ -7,6 +7,7 @@ answer 503, queue the write for later (calls.pending) or carry on without it.
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
@@ -33,8 +34,12 @@ def is_unavailable(exc: BaseException) -> bool:
     sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
     if isinstance(sqlstate, str) and sqlstate[:2] in UNAVAILABLE_CLASSES:
         return True
-    # Connection failures, "database is locked", "database or disk is full", shutdowns.
-    return isinstance(exc, sa.OperationalError | sa.InterfaceError | sa.DisconnectionError)
+    # Connection failures, "database is locked", "database or disk is full", shutdowns;
+    # sqlite3's own error where the driver raises it outside a statement (our BEGIN).
+    return isinstance(
+        exc,
+        sa.OperationalError | sa.InterfaceError | sa.DisconnectionError | sqlite3.OperationalError,
+    )
 
 
 def reason(exc: BaseException) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from caller_engine.calls.migrations import LATEST, current_version, upgrade
-from caller_engine.calls.sql_engine import create_engine, prepare
+from caller_engine.calls.sql_engine import open_database
 from caller_engine.calls.sql_store import SqlCallStore
 from caller_engine.calls.views import delivery_json
 from caller_engine.config import ConfigError, DatabaseSettings, load_settings
@@ -27,12 +27,12 @@ def _database_url(args: argparse.Namespace) -> str:
 
 
 async def _db(url: str, apply: bool) -> int:
-    engine = create_engine(url)
+    db = open_database(url)
     try:
-        await prepare(engine)
-        version = await (upgrade(engine) if apply else current_version(engine))
+        await db.prepare()
+        version = await (upgrade(db) if apply else current_version(db))
     finally:
-        await engine.dispose()
+        await db.dispose()
     _print({"version": version, "latest": LATEST, "upToDate": version >= LATEST})
     return 0 if version >= LATEST else 1
 

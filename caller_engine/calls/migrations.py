@@ -37,9 +37,9 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caller_engine.calls.schema import UtcDateTime
+from caller_engine.calls.sql_engine import Database
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,10 +205,9 @@ def _upgrade(conn: Connection) -> tuple[int, list[int]]:
     return max(current, LATEST), applied
 
 
-async def upgrade(engine: AsyncEngine) -> int:
+async def upgrade(db: Database) -> int:
     """Apply every pending migration; the resulting version."""
-    async with engine.begin() as conn:
-        version, applied = await conn.run_sync(_upgrade)
+    version, applied = await db.write(_upgrade)
     if applied:
         logger.info("database schema upgraded to version {} (applied {})", version, applied)
     if version > LATEST:
@@ -218,6 +217,5 @@ async def upgrade(engine: AsyncEngine) -> int:
     return version
 
 
-async def current_version(engine: AsyncEngine) -> int:
-    async with engine.begin() as conn:
-        return await conn.run_sync(_current)
+async def current_version(db: Database) -> int:
+    return await db.read(_current)

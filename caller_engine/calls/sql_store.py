@@ -11,16 +11,25 @@ A database that is down, locked or full raises StoreUnavailable (calls.availabil
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from loguru import logger
-from sqlalchemy import ColumnElement, Row, and_, delete, or_, select, text, update
+from sqlalchemy import (
+    Row,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection
 
 from caller_engine.calls import mutations
 from caller_engine.calls.availability import guarded
@@ -29,7 +38,7 @@ from caller_engine.calls.migrations import upgrade
 from caller_engine.calls.models import CallRecord, DncEntry, StatusEvent, utcnow
 from caller_engine.calls.result import CallResult
 from caller_engine.calls.schema import calls, deliveries, do_not_call
-from caller_engine.calls.sql_engine import create_engine, prepare, reading, writing
+from caller_engine.calls.sql_engine import Database, Operation, open_database
 from caller_engine.calls.sql_rows import (
     delivery_from_row,
     dnc_from_row,
@@ -46,69 +55,89 @@ from caller_engine.results.rules import ResultSource, takes_result
 from caller_engine.results.sql_outbox import SqlOutbox
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 PING_TIMEOUT = 2.0
 
 
-async def _lock_number(conn: AsyncConnection, number: str) -> None:
+def _lock_number(conn: Connection, number: str) -> None:
     """Serialize, until the transaction ends, everything that admits or lists one number.
     PostgreSQL only: on SQLite every write transaction is already exclusive."""
     if conn.dialect.name == "postgresql":
-        await conn.execute(
+        conn.execute(
             text("SELECT pg_advisory_xact_lock(hashtext('caller_engine.number:' || :number))"),
             {"number": number},
         )
 
 
+# A call with its delivery, if any: built once, narrowed per query.
+_WITH_DELIVERY = select(calls, *[c.label("d_" + c.name) for c in deliveries.c]).select_from(
+    calls.outerjoin(deliveries, deliveries.c.callback_id == calls.c.callback_id)
+)
+_GET_BY_ID = _WITH_DELIVERY.where(calls.c.callback_id == bindparam("key"))
+_GET_BY_SID = _WITH_DELIVERY.where(calls.c.call_sid == bindparam("key"))
+_LOCK_BY_ID = select(calls).where(calls.c.callback_id == bindparam("key")).with_for_update()
+_LOCK_BY_SID = select(calls).where(calls.c.call_sid == bindparam("key")).with_for_update()
+
+# Writes every column of a record back: built once, values bound per execution.
+_UPDATABLE = [
+    c.name for c in calls.c if c.name not in ("callback_id", "created_at", "dial_attempts")
+]
+_UPDATE = (
+    update(calls)
+    .where(calls.c.callback_id == bindparam("key"))
+    .values({name: bindparam("v_" + name) for name in _UPDATABLE})
+)
+
+
+def _locked(conn: Connection, query: Select[Any], key: str) -> CallRecord | None:
+    row = conn.execute(query, {"key": key}).first()
+    return record_from_row(row._mapping) if row is not None else None
+
+
 class SqlCallStore:
-    def __init__(self, engine: AsyncEngine, *, clock: Clock = utcnow) -> None:
-        self.engine = engine
+    def __init__(self, db: Database, *, clock: Clock = utcnow) -> None:
+        self.db = db
         self.clock = clock
         self.gate = PriorityGate(STORE_CONCURRENCY)
-        self.outbox = SqlOutbox(engine, clock=clock, gate=self.gate)
+        self.outbox = SqlOutbox(db, clock=clock, gate=self.gate)
 
-    @asynccontextmanager
-    async def _begin(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction, once the gate lets this operation in (see calls.gate)."""
-        async with self.gate.slot(), writing(self.engine) as conn:
-            yield conn
+    async def _read(self, operation: Operation[T]) -> T:
+        """A read, once the gate lets this operation in (see calls.gate)."""
+        async with self.gate.slot():
+            return await self.db.read(operation)
 
-    @asynccontextmanager
-    async def _connect(self) -> AsyncIterator[AsyncConnection]:
-        async with self.gate.slot(), reading(self.engine) as conn:
-            yield conn
+    async def _transact(self, operation: Operation[T]) -> T:
+        """A write transaction, once the gate lets this operation in (see calls.gate)."""
+        async with self.gate.slot():
+            return await self.db.write(operation)
 
     @classmethod
     async def open(
         cls, url: str, *, schema: str | None = None, clock: Clock = utcnow
     ) -> SqlCallStore:
         """Connect and bring the schema up to date."""
-        engine = create_engine(url, schema=schema)
+        db = open_database(url, schema=schema)
         try:
-            await prepare(engine)
-            await upgrade(engine)
+            await db.prepare()
+            await upgrade(db)
         except BaseException:
-            await engine.dispose()
+            await db.dispose()
             raise
-        return cls(engine, clock=clock)
+        return cls(db, clock=clock)
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        await self.db.dispose()
 
     async def ping(self) -> bool:
         try:
-            async with asyncio.timeout(PING_TIMEOUT), reading(self.engine) as conn:
-                await conn.execute(text("SELECT 1"))
+            async with asyncio.timeout(PING_TIMEOUT):
+                await self.db.read(lambda conn: conn.execute(text("SELECT 1")).scalar())
         except Exception as exc:
             logger.warning("database ping failed: {}", describe(exc))
             return False
         return True
 
     # -- reading ---------------------------------------------------------------------
-
-    def _select(self) -> Any:
-        return select(calls, *[c.label("d_" + c.name) for c in deliveries.c]).select_from(
-            calls.outerjoin(deliveries, deliveries.c.callback_id == calls.c.callback_id)
-        )
 
     def _record(self, row: Row[Any]) -> CallRecord:
         mapping = row._mapping
@@ -118,20 +147,19 @@ class SqlCallStore:
             delivery = delivery_from_row(d_row, self.clock())
         return record_from_row(mapping, delivery)
 
-    async def _one(self, where: ColumnElement[bool]) -> CallRecord | None:
-        async with self._connect() as conn:
-            row = (await conn.execute(self._select().where(where))).first()
+    def _one(self, conn: Connection, query: Select[Any], key: str) -> CallRecord | None:
+        row = conn.execute(query, {"key": key}).first()
         return self._record(row) if row is not None else None
 
     @guarded
     async def get(self, callback_id: str) -> CallRecord | None:
-        return await self._one(calls.c.callback_id == callback_id)
+        return await self._read(lambda conn: self._one(conn, _GET_BY_ID, callback_id))
 
     @guarded
     async def find_by_sid(self, call_sid: str) -> CallRecord | None:
         if not call_sid:
             return None
-        return await self._one(calls.c.call_sid == call_sid)
+        return await self._read(lambda conn: self._one(conn, _GET_BY_SID, call_sid))
 
     @guarded
     async def list_calls(
@@ -143,7 +171,7 @@ class SqlCallStore:
         limit: int = 50,
     ) -> list[CallRecord]:
         """Most recent first; `before` is the (created_at, callbackId) of the last row seen."""
-        query = self._select()
+        query = _WITH_DELIVERY
         if statuses:
             query = query.where(calls.c.status.in_(list(statuses)))
         if since is not None:
@@ -157,9 +185,7 @@ class SqlCallStore:
                 )
             )
         query = query.order_by(calls.c.created_at.desc(), calls.c.callback_id.desc()).limit(limit)
-        async with self._connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [self._record(r) for r in rows]
+        return await self._read(lambda conn: [self._record(r) for r in conn.execute(query)])
 
     # -- creating --------------------------------------------------------------------
 
@@ -174,42 +200,44 @@ class SqlCallStore:
         the same number is either fully before or fully after this one."""
         now = self.clock()
         values = record_values(record)
-        async with self._begin() as conn:
+
+        def insert(conn: Connection) -> CallRecord | CallRefused | None:
             if admission is not None:
-                await _lock_number(conn, record.to)
-                refusal = await self._admit(conn, record, admission)
+                _lock_number(conn, record.to)
+                refusal = self._admit(conn, record, admission)
                 if refusal is not None:
-                    raise refusal
+                    return refusal
             insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
             stmt = (
                 insert(calls)
                 .values(**values, updated_at=now, dial_attempts=1)
                 .on_conflict_do_nothing(index_elements=[calls.c.callback_id])
             )
-            if (await conn.execute(stmt)).rowcount == 1:
-                return
+            if conn.execute(stmt).rowcount == 1:
+                return None
             takeover = (
                 update(calls)
                 .where(calls.c.callback_id == record.callback_id, calls.c.status == "dial-failed")
                 .values(**values, updated_at=now, dial_attempts=calls.c.dial_attempts + 1)
             )
-            if (await conn.execute(takeover)).rowcount == 1:
-                return
-            row = (
-                await conn.execute(self._select().where(calls.c.callback_id == record.callback_id))
-            ).one()
-            existing = self._record(row)
-        raise DuplicateCall(existing)
+            if conn.execute(takeover).rowcount == 1:
+                return None
+            return self._one(conn, _GET_BY_ID, record.callback_id)
 
-    async def _admit(
-        self, conn: AsyncConnection, record: CallRecord, admission: Admission
+        outcome = await self._transact(insert)
+        if isinstance(outcome, CallRefused):
+            raise outcome
+        if outcome is not None:
+            raise DuplicateCall(outcome)
+
+    def _admit(
+        self, conn: Connection, record: CallRecord, admission: Admission
     ) -> CallRefused | None:
         """The refusal of a new call, if any; None also for a live duplicate (it is answered
-        as one after the insert finds it). Two statements: each one holds the write lock
-        for another round trip."""
+        as one after the insert finds it)."""
         existing = select(calls.c.status).where(calls.c.callback_id == record.callback_id)
         listed = select(do_not_call.c.number).where(do_not_call.c.number == record.to).exists()
-        status, is_listed = (await conn.execute(select(existing.scalar_subquery(), listed))).one()
+        status, is_listed = conn.execute(select(existing.scalar_subquery(), listed)).one()
         if status is not None and status != "dial-failed":
             return None
         dialed: list[datetime] = []
@@ -226,91 +254,89 @@ class SqlCallStore:
                 .order_by(calls.c.created_at.desc())
                 .limit(admission.max_calls)
             )
-            dialed = list((await conn.execute(query)).scalars())
+            dialed = list(conn.execute(query).scalars())
         return admit(admission, listed=bool(is_listed), dialed=dialed, now=record.created_at)
 
     # -- do-not-call list --------------------------------------------------------------
 
     @guarded
     async def dnc_add(self, entry: DncEntry) -> tuple[DncEntry, bool]:
-        async with self._begin() as conn:
-            await _lock_number(conn, entry.number)
+        def add(conn: Connection) -> tuple[DncEntry, bool]:
+            _lock_number(conn, entry.number)
             query = select(do_not_call).where(do_not_call.c.number == entry.number)
-            row = (await conn.execute(query.with_for_update())).first()
+            row = conn.execute(query.with_for_update()).first()
             existing = dnc_from_row(row._mapping) if row is not None else None
             kept = merged_listing(existing, entry)
             if existing is None:
-                await conn.execute(do_not_call.insert().values(**dnc_values(kept)))
+                conn.execute(do_not_call.insert().values(**dnc_values(kept)))
             elif kept != existing:
-                await conn.execute(
+                conn.execute(
                     update(do_not_call)
                     .where(do_not_call.c.number == entry.number)
                     .values(reason=kept.reason)
                 )
-        return kept, existing is None
+            return kept, existing is None
+
+        return await self._transact(add)
 
     @guarded
     async def dnc_get(self, number: str) -> DncEntry | None:
-        async with self._connect() as conn:
-            query = select(do_not_call).where(do_not_call.c.number == number)
-            row = (await conn.execute(query)).first()
-        return dnc_from_row(row._mapping) if row is not None else None
+        query = select(do_not_call).where(do_not_call.c.number == number)
+
+        def get(conn: Connection) -> DncEntry | None:
+            row = conn.execute(query).first()
+            return dnc_from_row(row._mapping) if row is not None else None
+
+        return await self._read(get)
 
     @guarded
     async def dnc_remove(self, number: str) -> bool:
-        async with self._begin() as conn:
-            await _lock_number(conn, number)
-            result = await conn.execute(delete(do_not_call).where(do_not_call.c.number == number))
-        return bool(result.rowcount)
+        def remove(conn: Connection) -> bool:
+            _lock_number(conn, number)
+            result = conn.execute(delete(do_not_call).where(do_not_call.c.number == number))
+            return bool(result.rowcount)
+
+        return await self._transact(remove)
 
     @guarded
     async def dnc_list(self, *, after: str | None = None, limit: int = 100) -> list[DncEntry]:
         query = select(do_not_call).order_by(do_not_call.c.number).limit(limit)
         if after is not None:
             query = query.where(do_not_call.c.number > after)
-        async with self._connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [dnc_from_row(r._mapping) for r in rows]
+        return await self._read(
+            lambda conn: [dnc_from_row(r._mapping) for r in conn.execute(query)]
+        )
 
     # -- changing --------------------------------------------------------------------
 
-    async def _locked(self, conn: AsyncConnection, where: ColumnElement[bool]) -> CallRecord | None:
-        query = select(calls).where(where).with_for_update()
-        row = (await conn.execute(query)).first()
-        return record_from_row(row._mapping) if row is not None else None
-
-    async def _write(self, conn: AsyncConnection, record: CallRecord) -> None:
+    def _write(self, conn: Connection, record: CallRecord) -> None:
         values = record_values(record)
-        del values["callback_id"], values["created_at"]
-        await conn.execute(
-            update(calls)
-            .where(calls.c.callback_id == record.callback_id)
-            .values(**values, updated_at=self.clock())
-        )
+        values["updated_at"] = self.clock()
+        params = {"v_" + name: values[name] for name in _UPDATABLE}
+        params["key"] = record.callback_id
+        conn.execute(_UPDATE, params)
 
     async def _change(
-        self, where: ColumnElement[bool], change: Callable[[CallRecord], bool]
+        self, callback_id: str, change: Callable[[CallRecord], bool]
     ) -> CallRecord | None:
-        async with self._begin() as conn:
-            record = await self._locked(conn, where)
+        def apply(conn: Connection) -> CallRecord | None:
+            record = _locked(conn, _LOCK_BY_ID, callback_id)
             if record is not None and change(record):
-                await self._write(conn, record)
-        return record
+                self._write(conn, record)
+            return record
+
+        return await self._transact(apply)
 
     @guarded
     async def dialed(self, callback_id: str, call_sid: str, status: str) -> CallRecord | None:
         return await self._change(
-            calls.c.callback_id == callback_id,
-            lambda r: mutations.apply_dialed(r, call_sid, status),
+            callback_id, lambda r: mutations.apply_dialed(r, call_sid, status)
         )
 
     @guarded
     async def dial_failed(self, callback_id: str, error: dict[str, Any]) -> None:
         now = self.clock()
-        await self._change(
-            calls.c.callback_id == callback_id,
-            lambda r: mutations.apply_dial_failed(r, error, now),
-        )
+        await self._change(callback_id, lambda r: mutations.apply_dial_failed(r, error, now))
 
     async def _change_callback(
         self, call_sid: str, callback_id: str | None, change: Callable[[CallRecord], bool]
@@ -322,20 +348,23 @@ class SqlCallStore:
         call carries another CallSid, the CallSid alone decides."""
         if not call_sid:
             return None
-        async with self._begin() as conn:
+
+        def apply(conn: Connection) -> CallRecord | None:
             record = None
             if callback_id:
-                record = await self._locked(conn, calls.c.callback_id == callback_id)
+                record = _locked(conn, _LOCK_BY_ID, callback_id)
                 if record is not None and not mutations.owns_sid(record, call_sid):
                     record = None
             if record is None:
-                record = await self._locked(conn, calls.c.call_sid == call_sid)
+                record = _locked(conn, _LOCK_BY_SID, call_sid)
             if record is None:
                 return None
             attached = mutations.attach_sid(record, call_sid)
             if change(record) or attached:
-                await self._write(conn, record)
-        return record
+                self._write(conn, record)
+            return record
+
+        return await self._transact(apply)
 
     @guarded
     async def add_status(
@@ -358,24 +387,20 @@ class SqlCallStore:
     async def stream_started(self, callback_id: str, stream_sid: str) -> CallRecord | None:
         now = self.clock()
         return await self._change(
-            calls.c.callback_id == callback_id,
-            lambda r: mutations.apply_stream_started(r, stream_sid, now),
+            callback_id, lambda r: mutations.apply_stream_started(r, stream_sid, now)
         )
 
     @guarded
     async def stream_stopped(self, callback_id: str) -> None:
         now = self.clock()
-        await self._change(
-            calls.c.callback_id == callback_id,
-            lambda r: mutations.apply_stream_stopped(r, now),
-        )
+        await self._change(callback_id, lambda r: mutations.apply_stream_stopped(r, now))
 
     async def set_transfer(self, callback_id: str, transfer: Transfer) -> None:
         def change(record: CallRecord) -> bool:
             record.transfer = transfer
             return True
 
-        await self._change(calls.c.callback_id == callback_id, change)
+        await self._change(callback_id, change)
 
     # -- results ---------------------------------------------------------------------
 
@@ -393,18 +418,21 @@ class SqlCallStore:
         goes to the call's own resultWebhookUrl, else `default_url`, else nowhere.
         """
         now = self.clock()
-        async with self._begin() as conn:
-            record = await self._locked(conn, calls.c.callback_id == result.callbackId)
+        payload = encode_result(result)
+        log = logger.bind(callbackId=result.callbackId)
+
+        def save(conn: Connection) -> bool:
+            record = _locked(conn, _LOCK_BY_ID, result.callbackId)
             if record is None:
-                logger.bind(callbackId=result.callbackId).warning("result for an unknown call")
+                log.warning("result for an unknown call")
                 return False
             query = select(deliveries).where(deliveries.c.callback_id == result.callbackId)
-            delivery = (await conn.execute(query.with_for_update())).first()
+            delivery = conn.execute(query.with_for_update()).first()
             started = delivery is not None and (
                 delivery.attempts > 0 or delivery.lease_owner is not None
             )
             if not takes_result(record.result_source, started, source):
-                logger.bind(callbackId=result.callbackId).warning(
+                log.warning(
                     "a {} result arrived after the {} result was kept; dropped",
                     source,
                     record.result_source,
@@ -412,17 +440,16 @@ class SqlCallStore:
                 return False
             record.result = result
             record.result_source = source
-            await self._write(conn, record)
-            payload = encode_result(result)
+            self._write(conn, record)
             url = record.result_webhook_url or default_url
             if delivery is not None:
-                await conn.execute(
+                conn.execute(
                     update(deliveries)
                     .where(deliveries.c.callback_id == result.callbackId)
                     .values(payload=payload)
                 )
             elif url:
-                await conn.execute(
+                conn.execute(
                     deliveries.insert().values(
                         callback_id=result.callbackId,
                         url=url,
@@ -433,4 +460,6 @@ class SqlCallStore:
                         next_attempt_at=now,
                     )
                 )
-        return True
+            return True
+
+        return await self._transact(save)

@@ -7,49 +7,47 @@ exclusive, so the same statements are safe there too.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, func, or_, select, type_coerce, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection
 
 from caller_engine.calls.gate import BACKGROUND, STORE_CONCURRENCY, PriorityGate
 from caller_engine.calls.models import TERMINAL_STATUSES, CallRecord, utcnow
 from caller_engine.calls.result import CallResult
 from caller_engine.calls.schema import UtcDateTime, calls, deliveries
-from caller_engine.calls.sql_engine import reading, writing
+from caller_engine.calls.sql_engine import Database, Operation
 from caller_engine.calls.sql_rows import delivery_from_row, record_from_row
 from caller_engine.results.outbox import Claim, NoResult, NoUrl
 from caller_engine.results.payload import encode_result
 from caller_engine.results.state import DeliveryState
 
 MAX_ERROR_CHARS = 2000
+T = TypeVar("T")
 
 
 class SqlOutbox:
     def __init__(
         self,
-        engine: AsyncEngine,
+        db: Database,
         *,
         clock: Callable[[], datetime] = utcnow,
         gate: PriorityGate | None = None,
     ) -> None:
-        self.engine = engine
+        self.db = db
         self.clock = clock
         self.gate = gate or PriorityGate(STORE_CONCURRENCY)
 
-    @asynccontextmanager
-    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+    async def _transact(self, operation: Operation[T]) -> T:
         """Delivery is background work: it waits behind calls' store operations."""
-        async with self.gate.slot(BACKGROUND), writing(self.engine) as conn:
-            yield conn
+        async with self.gate.slot(BACKGROUND):
+            return await self.db.write(operation)
 
-    @asynccontextmanager
-    async def _connect(self) -> AsyncIterator[AsyncConnection]:
-        async with self.gate.slot(BACKGROUND), reading(self.engine) as conn:
-            yield conn
+    async def _read(self, operation: Operation[T]) -> T:
+        async with self.gate.slot(BACKGROUND):
+            return await self.db.read(operation)
 
     def _due(self, now: datetime) -> Any:
         return and_(
@@ -76,11 +74,12 @@ class SqlOutbox:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        claims: list[Claim] = []
-        async with self._begin() as conn:
-            for row in (await conn.execute(query)).all():
+
+        def take(conn: Connection) -> list[Claim]:
+            claims: list[Claim] = []
+            for row in conn.execute(query).all():
                 attempt = int(row.attempts) + 1
-                await conn.execute(
+                conn.execute(
                     update(deliveries)
                     .where(deliveries.c.callback_id == row.callback_id)
                     .values(
@@ -100,7 +99,9 @@ class SqlOutbox:
                         owner=owner,
                     )
                 )
-        return claims
+            return claims
+
+        return await self._transact(take)
 
     async def _settle(self, claim: Claim, **values: Any) -> bool:
         stmt = (
@@ -113,8 +114,7 @@ class SqlOutbox:
             )
             .values(lease_owner=None, lease_until=None, **values)
         )
-        async with self._begin() as conn:
-            return bool((await conn.execute(stmt)).rowcount == 1)
+        return await self._transact(lambda conn: bool(conn.execute(stmt).rowcount == 1))
 
     async def succeeded(self, claim: Claim, status: int) -> bool:
         return await self._settle(
@@ -146,30 +146,26 @@ class SqlOutbox:
             .where(deliveries.c.lease_owner == owner, deliveries.c.state == "pending")
             .values(lease_owner=None, lease_until=None)
         )
-        async with self._begin() as conn:
-            return int((await conn.execute(stmt)).rowcount)
+        return await self._transact(lambda conn: int(conn.execute(stmt).rowcount))
 
     async def requeue(
         self, callback_id: str, default_url: str | None, *, url: str | None = None
     ) -> DeliveryState:
         now = self.clock()
-        async with self._begin() as conn:
-            row = (
-                await conn.execute(
-                    select(calls.c.result, calls.c.result_webhook_url)
-                    .where(calls.c.callback_id == callback_id)
-                    .with_for_update()
-                )
+
+        def requeue(conn: Connection) -> DeliveryState:
+            row = conn.execute(
+                select(calls.c.result, calls.c.result_webhook_url)
+                .where(calls.c.callback_id == callback_id)
+                .with_for_update()
             ).first()
             if row is None or row.result is None:
                 raise NoResult(callback_id)
             payload = encode_result(CallResult.model_validate(row.result))
-            existing = (
-                await conn.execute(
-                    select(deliveries.c.url)
-                    .where(deliveries.c.callback_id == callback_id)
-                    .with_for_update()
-                )
+            existing = conn.execute(
+                select(deliveries.c.url)
+                .where(deliveries.c.callback_id == callback_id)
+                .with_for_update()
             ).first()
             values: dict[str, Any] = {
                 "payload": payload,
@@ -182,7 +178,7 @@ class SqlOutbox:
             if url:
                 values["url"] = url
             if existing is not None:
-                await conn.execute(
+                conn.execute(
                     update(deliveries)
                     .where(deliveries.c.callback_id == callback_id)
                     .values(**values)
@@ -191,22 +187,21 @@ class SqlOutbox:
                 values.setdefault("url", row.result_webhook_url or default_url)
                 if not values["url"]:
                     raise NoUrl(callback_id)
-                await conn.execute(
+                conn.execute(
                     deliveries.insert().values(callback_id=callback_id, attempts=0, **values)
                 )
-            current = (
-                await conn.execute(
-                    select(deliveries).where(deliveries.c.callback_id == callback_id)
-                )
+            current = conn.execute(
+                select(deliveries).where(deliveries.c.callback_id == callback_id)
             ).one()
-        return delivery_from_row(current._mapping, now)
+            return delivery_from_row(current._mapping, now)
+
+        return await self._transact(requeue)
 
     async def next_due(self) -> datetime | None:
         due = func.coalesce(deliveries.c.lease_until, deliveries.c.next_attempt_at)
         earliest = type_coerce(func.min(due), UtcDateTime())
         query = select(earliest).where(deliveries.c.state == "pending")
-        async with self._connect() as conn:
-            value: datetime | None = (await conn.execute(query)).scalar()
+        value: datetime | None = await self._read(lambda conn: conn.execute(query).scalar())
         return value
 
     async def calls_missing_result(
@@ -222,6 +217,6 @@ class SqlOutbox:
             .order_by(calls.c.ended_at)
             .limit(limit)
         )
-        async with self._connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [record_from_row(r._mapping) for r in rows]
+        return await self._read(
+            lambda conn: [record_from_row(r._mapping) for r in conn.execute(query)]
+        )
