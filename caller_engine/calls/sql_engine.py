@@ -21,13 +21,15 @@ import concurrent.futures
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 WAL_ATTEMPTS = 100
@@ -196,6 +198,9 @@ class PostgresDatabase:
     dialect = "postgresql"
 
     def __init__(self, url: URL, schema: str | None) -> None:
+        # SQLAlchemy's asyncio extension loads its ORM: only deployments on PostgreSQL pay.
+        from sqlalchemy.ext.asyncio import create_async_engine
+
         self.url = url
         settings = {"search_path": schema} if schema else {}
         self.engine: AsyncEngine = create_async_engine(

@@ -2,7 +2,9 @@
 
 An entry names how to build the provider's connector from the settings and its default voice.
 Adding a provider is an entry here, its credentials in `config.PROVIDER_CREDENTIALS`, and its
-settings.
+settings. A provider's modules are imported when its connector is built, so a deployment
+loads only the providers it has credentials for (numpy and soxr only for those that convert
+audio, the HTTP/2 stack only for Nova Sonic).
 """
 
 from __future__ import annotations
@@ -10,14 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from caller_engine.aws.sigv4 import Credentials
 from caller_engine.config import Settings
 from caller_engine.realtime.base import RealtimeConnector
-from caller_engine.realtime.elevenlabs.connector import ElevenLabsConnector
-from caller_engine.realtime.elevenlabs.gate import slice_bytes
-from caller_engine.realtime.gemini import GeminiLiveConnector
-from caller_engine.realtime.nova_sonic import BedrockTarget, NovaSonicConnector, NovaSonicOptions
-from caller_engine.realtime.openai import OpenAIRealtimeConnector
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +24,8 @@ class Provider:
 
 
 def _openai(settings: Settings) -> RealtimeConnector:
+    from caller_engine.realtime.openai import OpenAIRealtimeConnector
+
     return OpenAIRealtimeConnector(
         settings.openai_realtime_url,
         settings.openai_realtime_model,
@@ -37,6 +35,13 @@ def _openai(settings: Settings) -> RealtimeConnector:
 
 
 def _nova_sonic(settings: Settings) -> RealtimeConnector:
+    from caller_engine.aws.sigv4 import Credentials
+    from caller_engine.realtime.nova_sonic import (
+        BedrockTarget,
+        NovaSonicConnector,
+        NovaSonicOptions,
+    )
+
     credentials = Credentials(
         settings.aws_access_key_id or "",
         settings.aws_secret_access_key or "",
@@ -49,6 +54,9 @@ def _nova_sonic(settings: Settings) -> RealtimeConnector:
 
 
 def _elevenlabs(settings: Settings) -> RealtimeConnector:
+    from caller_engine.realtime.elevenlabs.connector import ElevenLabsConnector
+    from caller_engine.realtime.elevenlabs.gate import slice_bytes
+
     return ElevenLabsConnector(
         settings.elevenlabs_api_url,
         settings.elevenlabs_agent_id or "",
@@ -58,6 +66,8 @@ def _elevenlabs(settings: Settings) -> RealtimeConnector:
 
 
 def _gemini(settings: Settings) -> RealtimeConnector:
+    from caller_engine.realtime.gemini import GeminiLiveConnector
+
     return GeminiLiveConnector(
         settings.gemini_live_url,
         settings.gemini_model,

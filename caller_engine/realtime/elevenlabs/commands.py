@@ -4,6 +4,9 @@ Without `--apply` it prints the definitions (JSON) to add to the agent. With `--
 --apply` it creates or updates each one as a workspace client tool (matched by name) through
 ElevenLabs' REST API and makes the agent reference them. ELEVENLABS_API_KEY is needed for
 `--apply`; ELEVENLABS_API_URL picks the host (a residency host, or an emulator).
+
+What the command needs is imported when it runs: building the parser (as `serve` does) must
+not load the Google client or the tool modules.
 """
 
 from __future__ import annotations
@@ -11,23 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
 from caller_engine.config import ConfigError, Settings, load_settings
-from caller_engine.realtime.elevenlabs.agent_tools import (
-    SYSTEM_TOOLS,
-    AgentApiError,
-    AgentToolsClient,
-    SchemaError,
-    client_tools,
-)
-from caller_engine.telephony.rest import TwilioGateway
-from caller_engine.tools.google_client import GoogleApis
-from caller_engine.tools.registry import Tool
-from caller_engine.tools.transfer import transfer_tool
+
+if TYPE_CHECKING:
+    from caller_engine.tools.registry import Tool
 
 
 def _print(data: Any) -> None:
@@ -35,6 +29,9 @@ def _print(data: Any) -> None:
 
 
 async def _enabled_tools(settings: Settings) -> list[Tool]:
+    from caller_engine.telephony.rest import TwilioGateway
+    from caller_engine.tools.google_client import GoogleApis
+    from caller_engine.tools.transfer import transfer_tool
     from caller_engine.web.app import build_tools
 
     gateway = TwilioGateway(
@@ -59,6 +56,16 @@ async def _enabled_tools(settings: Settings) -> list[Tool]:
 
 
 async def _tools(args: argparse.Namespace, settings: Settings) -> int:
+    import aiohttp
+
+    from caller_engine.realtime.elevenlabs.agent_tools import (
+        SYSTEM_TOOLS,
+        AgentApiError,
+        AgentToolsClient,
+        SchemaError,
+        client_tools,
+    )
+
     try:
         configs = client_tools(await _enabled_tools(settings))
     except SchemaError as exc:
