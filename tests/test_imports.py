@@ -16,7 +16,11 @@ COMMANDS = (
     "caller_engine.replay.cli",
     "caller_engine.replay.defaults",
 )
-OPTIONAL = ("googleapiclient", "google.auth", "numpy", "soxr", "h2", "sqlalchemy.orm", "openai")
+# Never: the twilio SDK's REST client and the `requests` stack it imports.
+OPTIONAL = (
+    *("googleapiclient", "google.auth", "numpy", "soxr", "h2", "sqlalchemy.orm", "openai"),
+    *("twilio.rest", "requests"),
+)
 
 PROBE = """
 import sys

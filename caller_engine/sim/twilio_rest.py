@@ -1,4 +1,4 @@
-"""Emulator of Twilio's REST API (2010-04-01 Calls and Messages), as the twilio SDK sees it.
+"""Emulator of Twilio's REST API (2010-04-01 Calls and Messages), as a REST client sees it.
 
 It checks HTTP basic auth against the account, validates like Twilio (E.164 numbers, magic
 unreachable test numbers, body limits), answers Twilio-shaped JSON and error JSON, and
