@@ -289,6 +289,14 @@ async def _bench_provider(
                         costs[key] = await measure_call_costs(
                             driver, options.cost_calls, with_record=with_record
                         )
+                if script is not None:  # the same calls without a record, on the floor
+                    model_url = server_env["OPENAI_REALTIME_URL"]
+                    command = floor_command(script, port, model_url, emulators.options.openai_key)
+                    floor = ServerProcess(server_env, workdir, placement.server_cpu, log, command)
+                    async with _running(bare, floor, None, "floor-costs"):
+                        costs["floor"] = await measure_call_costs(
+                            bare, options.cost_calls, with_record=False
+                        )
                 print("\n" + format_costs(costs), file=out, flush=True)
             for level in options.levels:
                 env = server_environment(emulators, port, workdir, level)
@@ -425,11 +433,17 @@ def format_costs(costs: dict[str, Any]) -> str:
     lines = [
         "Server CPU per call, one call at a time (ms; median / mean / max, first call):",
     ]
-    for key, label in (("withRecord", "initiated"), ("withoutRecord", "no record")):
+    floor = costs.get("floor") or {}
+    rows = (("withRecord", "initiated"), ("withoutRecord", "no record"), ("floor", "floor"))
+    for key, label in rows:
         for phase, figures in (costs.get(key) or {}).items():
-            lines.append(
+            line = (
                 f"  {label:<10} {phase:<9} {figures['medianMs']:6.2f} / {figures['meanMs']:6.2f}"
                 f" / {figures['maxMs']:6.2f}, first {figures['firstMs']:.2f}"
                 f"  ({figures['calls']} calls)"
             )
+            base = floor.get(phase, {}).get("medianMs")
+            if key != "floor" and base:
+                line += f"  median {figures['medianMs'] / base:.2f}× the floor's"
+            lines.append(line)
     return "\n".join(lines)

@@ -55,9 +55,8 @@ def twilio_request_error(
     signature = request.headers.get("X-Twilio-Signature")
     token = settings.twilio_auth_token
     # A URL we gave with connection overrides may be signed with its fragment (not sent).
-    if twilio_signature_valid(token, url, params, signature) or (
-        not websocket and twilio_signature_valid(token, url + CALLBACK_RETRY, params, signature)
-    ):
+    urls = (url,) if websocket else (url, url + CALLBACK_RETRY)
+    if twilio_signature_valid(token, urls, params, signature):
         return None
     resource = request.match_info.route.resource
     endpoint = resource.canonical if resource is not None else request.path
