@@ -259,3 +259,15 @@ async def test_instances_starting_together_migrate_once(db: Database) -> None:
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_an_in_memory_sqlite_database_is_one_database() -> None:
+    """Reads and writes share the one connection an in-memory database lives in."""
+    store = await SqlCallStore.open("sqlite:///:memory:")
+    try:
+        await store.create(_record("cb-mem"))
+        found = await store.get("cb-mem")
+        assert found is not None and found.callback_id == "cb-mem"
+        assert [r.callback_id for r in await store.list_calls()] == ["cb-mem"]
+    finally:
+        await store.close()

@@ -111,8 +111,10 @@ class SqliteDatabase:
         _serialize(self.engine)
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         # One connection for reads and one for writes, used by the thread alone and kept
-        # open between operations; a connection that saw an error is replaced.
+        # open between operations; a connection that saw an error is replaced. An in-memory
+        # database lives in its connection: there, reads share the writer's.
         self._connections: dict[bool, Connection] = {}
+        self._in_memory = url.database in (None, "", ":memory:")
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
         if self._thread is None:  # first use, or first use after dispose()
@@ -126,6 +128,7 @@ class SqliteDatabase:
         return await self._run(self._transaction, operation, True)
 
     def _transaction(self, operation: Operation[T], write: bool) -> T:
+        write = write or self._in_memory
         conn = self._connections.get(write)
         if conn is None:
             conn = self.engine.connect().execution_options(**{_WRITE: write})
@@ -142,7 +145,7 @@ class SqliteDatabase:
         """Put the file in WAL mode (readers and the writer stop blocking each other). The
         mode is kept in the file. Switching needs a moment without other connections, so
         another process opening it at once is waited for."""
-        if self.url.database in (None, "", ":memory:"):
+        if self._in_memory:
             return
         await self._run(self._wal)
 
