@@ -16,11 +16,11 @@ import aiohttp
 from aiohttp import web
 
 from caller_engine.calls.result import CallResult
-from caller_engine.sim.openai_chat import ChatCompletionsEmulator
-from caller_engine.sim.openai_realtime import RealtimeEmulator, RealtimeScript
+from caller_engine.sim.openai.chat import ChatCompletionsEmulator
+from caller_engine.sim.openai.realtime import RealtimeEmulator, RealtimeScript
 from caller_engine.sim.server import LoopbackServer
-from caller_engine.sim.twilio_media import TwilioMediaClient
-from caller_engine.sim.twilio_rest import EmulatedCall, TwilioRestEmulator
+from caller_engine.sim.twilio.media import TwilioMediaClient
+from caller_engine.sim.twilio.rest import EmulatedCall, TwilioRestEmulator
 from caller_engine.telephony.signature import sign_twilio_request
 from caller_engine.web.app import create_app
 from caller_engine.web.state import SERVICES, Services

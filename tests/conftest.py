@@ -11,7 +11,7 @@ from aiohttp import web
 
 from caller_engine.config import Settings, load_settings
 from caller_engine.sim.server import LoopbackServer
-from caller_engine.sim.twilio_rest import TwilioRestEmulator
+from caller_engine.sim.twilio.rest import TwilioRestEmulator
 from caller_engine.telephony.signature import sign_twilio_request
 from caller_engine.web.app import create_app
 from caller_engine.web.state import SERVICES, Services

@@ -9,7 +9,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from caller_engine.sim.server import LoopbackServer
-from caller_engine.sim.twilio_rest import TwilioRestEmulator
+from caller_engine.sim.twilio.rest import TwilioRestEmulator
 from caller_engine.web.app import create_app
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, daytime, make_settings
 

@@ -32,7 +32,7 @@ from caller_engine.sim.gemini import (
 )
 from caller_engine.sim.nova_sonic import TEST_CREDENTIALS, EmulatedNovaSession, NovaSonicEmulator
 from caller_engine.sim.nova_sonic.auth import Refusal
-from caller_engine.sim.openai_realtime import (
+from caller_engine.sim.openai.realtime import (
     EmulatedRealtimeSession,
     RealtimeEmulator,
     RealtimeScript,

@@ -23,7 +23,7 @@ from caller_engine.calls.sql_engine import PostgresDatabase, driver_url
 from caller_engine.calls.sql_store import SqlCallStore
 from caller_engine.sim.orchestrator import OrchestratorEmulator
 from caller_engine.sim.server import LoopbackServer
-from caller_engine.sim.twilio_rest import TwilioRestEmulator
+from caller_engine.sim.twilio.rest import TwilioRestEmulator
 from caller_engine.web.app import create_app
 from tests.conftest import Api, daytime, make_settings
 

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from caller_engine.audio import mulaw
-from caller_engine.sim.openai_realtime import RealtimeScript, ScriptedResponse
-from caller_engine.sim.twilio_media import TwilioMediaClient
+from caller_engine.sim.openai.realtime import RealtimeScript, ScriptedResponse
+from caller_engine.sim.twilio.media import TwilioMediaClient
 from caller_engine.tools.registry import Tool, ToolContext, ToolOutput
 from tests.bridge_env import BridgeEnv, bridge_env
 from tests.conftest import ACCOUNT_SID, API_KEY, AUTH_TOKEN

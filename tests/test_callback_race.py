@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import pytest
 
-from caller_engine.sim import twilio_webhooks as hooks
-from caller_engine.sim.twilio_rest import EmulatedCall, TwilioRestEmulator
+from caller_engine.sim.twilio import webhooks as hooks
+from caller_engine.sim.twilio.rest import EmulatedCall, TwilioRestEmulator
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_BASE, Api
 from tests.store_backends import Instances, db, instances  # noqa: F401
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from caller_engine.sim.twilio_media import TwilioMediaClient
+from caller_engine.sim.twilio.media import TwilioMediaClient
 from caller_engine.tools.registry import Tool, ToolContext, ToolOutput
 from tests.providers import PROVIDERS, Turn, agent_audio_ok, provider_env, tone_ulaw
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from caller_engine.sim.twilio_webhooks import ConnectionOverrides
+from caller_engine.sim.twilio.webhooks import ConnectionOverrides
 from caller_engine.telephony.rest import CALLBACK_RETRY
 
 

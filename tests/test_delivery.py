@@ -21,7 +21,7 @@ from caller_engine.calls.models import CallRecord
 from caller_engine.calls.result import CallResult
 from caller_engine.sim.orchestrator import OrchestratorEmulator
 from caller_engine.sim.server import LoopbackServer
-from caller_engine.sim.twilio_rest import TwilioRestEmulator
+from caller_engine.sim.twilio.rest import TwilioRestEmulator
 from tests.conftest import Api
 from tests.store_backends import (  # noqa: F401
     WEBHOOK_SECRET,

@@ -19,7 +19,7 @@ from caller_engine.calls.sql_engine import PostgresDatabase, SqliteDatabase, ope
 from caller_engine.calls.sql_store import SqlCallStore, _lock_number
 from caller_engine.calls.store import DuplicateCall, MemoryCallStore
 from caller_engine.guardrails.policy import Admission, CallRefused
-from caller_engine.sim.twilio_rest import TwilioRestEmulator
+from caller_engine.sim.twilio.rest import TwilioRestEmulator
 from tests.conftest import API_KEY, Api
 from tests.store_backends import Instances, db, instances  # noqa: F401
 

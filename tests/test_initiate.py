@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from caller_engine.sim.twilio_rest import TwilioRestEmulator
+from caller_engine.sim.twilio.rest import TwilioRestEmulator
 from tests.conftest import PUBLIC_BASE, Api
 
 Twilio = tuple[TwilioRestEmulator, str]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from caller_engine.audio import mulaw
-from caller_engine.sim.openai_realtime import RealtimeScript, ScriptedResponse
+from caller_engine.sim.openai.realtime import RealtimeScript, ScriptedResponse
 from caller_engine.sim.server import LoopbackServer
 from caller_engine.web.metrics import metrics_app
 from tests.bridge_env import bridge_env

@@ -13,7 +13,7 @@ import pytest
 from caller_engine.calls.models import AgentOverrides, CallRecord
 from caller_engine.calls.result import CallResult
 from caller_engine.sim.orchestrator import OrchestratorEmulator
-from caller_engine.sim.twilio_rest import EmulatedCall, TwilioRestEmulator
+from caller_engine.sim.twilio.rest import EmulatedCall, TwilioRestEmulator
 from tests.conftest import API_KEY, Api
 from tests.store_backends import (  # noqa: F401
     TEST_DATABASE_URL,

@@ -35,7 +35,7 @@ from caller_engine.realtime.nova_sonic import (
 )
 from caller_engine.sim.nova_sonic import TEST_CREDENTIALS, NovaSonicEmulator
 from caller_engine.sim.nova_sonic.auth import Refusal
-from caller_engine.sim.realtime.script import RealtimeScript, ScriptedResponse
+from caller_engine.sim.openai.realtime.script import RealtimeScript, ScriptedResponse
 
 MODEL = "amazon.nova-2-sonic-v1:0"
 TOOLS = [

@@ -13,11 +13,11 @@ from typing import Any
 
 import aiohttp
 
-from caller_engine.sim.openai_chat import ChatCompletionsEmulator
-from caller_engine.sim.openai_realtime import RealtimeEmulator, RealtimeScript, ScriptedResponse
+from caller_engine.sim.openai.chat import ChatCompletionsEmulator
+from caller_engine.sim.openai.realtime import RealtimeEmulator, RealtimeScript, ScriptedResponse
 from caller_engine.sim.server import LoopbackServer
-from caller_engine.sim.twilio_media import TwilioMediaClient
-from caller_engine.sim.twilio_rest import TwilioRestEmulator
+from caller_engine.sim.twilio.media import TwilioMediaClient
+from caller_engine.sim.twilio.rest import TwilioRestEmulator
 from tests.bridge_env import fetch_twiml, free_port
 from tests.conftest import ACCOUNT_SID, API_KEY, AUTH_TOKEN
 

@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from caller_engine.audio import mulaw
 from caller_engine.sim.elevenlabs import ElevenLabsEmulator
 from caller_engine.sim.elevenlabs.agent import EmulatedAgent
-from caller_engine.sim.realtime.script import RealtimeScript, ScriptedResponse
+from caller_engine.sim.openai.realtime.script import RealtimeScript, ScriptedResponse
 from caller_engine.sim.server import LoopbackServer
 
 KEY = "xi-test-key"

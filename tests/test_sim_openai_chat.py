@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from caller_engine.sim import json_schema_fill
-from caller_engine.sim.openai_chat import (
+from caller_engine.sim.openai.chat import (
     ChatCompletionsEmulator,
     rate_limit_error,
     server_error,

@@ -13,15 +13,15 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from caller_engine.audio import mulaw
-from caller_engine.sim.openai_realtime import (
+from caller_engine.sim.openai.realtime import (
     EmulatedRealtimeSession,
     RealtimeEmulator,
     RealtimeScript,
     ScriptedResponse,
     check_client_event,
 )
-from caller_engine.sim.realtime.vad import VadSettings, VoiceActivityDetector
-from caller_engine.sim.realtime.validation import unknown_parameters
+from caller_engine.sim.openai.realtime.vad import VadSettings, VoiceActivityDetector
+from caller_engine.sim.openai.realtime.validation import unknown_parameters
 from caller_engine.sim.server import LoopbackServer
 
 SERVER_EVENT: TypeAdapter[Any] = TypeAdapter(

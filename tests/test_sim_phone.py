@@ -29,11 +29,10 @@ from caller_engine.sim.callee import (
     voicemail,
 )
 from caller_engine.sim.clips import load_clip
-from caller_engine.sim.phone import ActiveEmulatedCall, PhoneNetwork
 from caller_engine.sim.server import LoopbackServer
-from caller_engine.sim.twilio_rest import EmulatedCall, TwilioRestEmulator
-from caller_engine.sim.twilio_webhooks import rebase, requested_events, status_params
-from caller_engine.sim.twiml_reader import (
+from caller_engine.sim.twilio.phone import ActiveEmulatedCall, PhoneNetwork
+from caller_engine.sim.twilio.rest import EmulatedCall, TwilioRestEmulator
+from caller_engine.sim.twilio.twiml_reader import (
     ConnectStream,
     Hangup,
     Pause,
@@ -42,7 +41,8 @@ from caller_engine.sim.twiml_reader import (
     Unsupported,
     parse_twiml,
 )
-from caller_engine.sim.twiml_reader import Say as SayVerb
+from caller_engine.sim.twilio.twiml_reader import Say as SayVerb
+from caller_engine.sim.twilio.webhooks import rebase, requested_events, status_params
 from caller_engine.telephony.rest import CALLBACK_RETRY as RETRY
 from caller_engine.telephony.signature import stream_token, twilio_signature_valid
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_BASE, Api

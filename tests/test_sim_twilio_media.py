@@ -11,8 +11,11 @@ import orjson
 import pytest
 from aiohttp import WSMsgType, web
 
-from caller_engine.sim import media_frames
-from caller_engine.sim.media_frames import (
+from caller_engine.sim.playback import MarkEcho, Playback
+from caller_engine.sim.server import LoopbackServer
+from caller_engine.sim.twilio import media_frames
+from caller_engine.sim.twilio.media import TwilioMediaClient
+from caller_engine.sim.twilio.media_frames import (
     OutboundClear,
     OutboundMark,
     OutboundMedia,
@@ -20,9 +23,6 @@ from caller_engine.sim.media_frames import (
     parse_outbound,
     split_frames,
 )
-from caller_engine.sim.playback import MarkEcho, Playback
-from caller_engine.sim.server import LoopbackServer
-from caller_engine.sim.twilio_media import TwilioMediaClient
 from caller_engine.telephony.media_stream import Media, Start, parse_frame
 from caller_engine.telephony.signature import twilio_signature_valid
 

@@ -13,7 +13,7 @@ import pytest
 
 from caller_engine.calls.models import CallRecord, InitiateRequest
 from caller_engine.calls.store import MemoryCallStore
-from caller_engine.sim.twilio_rest import EmulatedCall, TwilioRestEmulator
+from caller_engine.sim.twilio.rest import EmulatedCall, TwilioRestEmulator
 from caller_engine.telephony.rest import TelephonyError
 from tests.conftest import Api, ApiPool, make_settings
 from tests.store_backends import (  # noqa: F401

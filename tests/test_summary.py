@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from caller_engine.sim.openai_chat import ChatCompletionsEmulator, rate_limit_error, server_error
+from caller_engine.sim.openai.chat import ChatCompletionsEmulator, rate_limit_error, server_error
 from caller_engine.sim.server import LoopbackServer
 from caller_engine.transcript.summary import Summarizer, SummaryError
 

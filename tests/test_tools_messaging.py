@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from caller_engine.config import ConfigError
-from caller_engine.sim.twilio_rest import TwilioRestEmulator
+from caller_engine.sim.twilio.rest import TwilioRestEmulator
 from caller_engine.telephony.rest import TwilioGateway
 from caller_engine.tools.catalog import build_tools
 from caller_engine.tools.email import build_message

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from caller_engine.audio import mulaw
-from caller_engine.sim.openai_realtime import RealtimeScript, ScriptedResponse
+from caller_engine.sim.openai.realtime import RealtimeScript, ScriptedResponse
 from tests.bridge_env import bridge_env
 from tests.google_env import (
     CALENDAR_ID,

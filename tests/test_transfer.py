@@ -16,8 +16,7 @@ import pytest
 from caller_engine.calls.models import AgentOverrides
 from caller_engine.sim.callee import Say, ScriptedCallee, WaitForAgent
 from caller_engine.sim.clips import CLIPS
-from caller_engine.sim.dial import ScriptedPerson
-from caller_engine.sim.openai_realtime import RealtimeScript
+from caller_engine.sim.openai.realtime import RealtimeScript
 from caller_engine.sim.run import SimOutcome, run_call
 from caller_engine.sim.scenarios import (
     BUSINESS,
@@ -28,6 +27,7 @@ from caller_engine.sim.scenarios import (
     line,
     scenarios,
 )
+from caller_engine.sim.twilio.dial import ScriptedPerson
 from caller_engine.sim.world import World, start_world
 from caller_engine.telephony.signature import sign_twilio_request
 from caller_engine.web.state import SERVICES

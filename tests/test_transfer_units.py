@@ -24,8 +24,16 @@ from caller_engine.calls.transfer import (
 )
 from caller_engine.config import ConfigError
 from caller_engine.sim.server import LoopbackServer
-from caller_engine.sim.twilio_rest import EmulatedCall, TwilioRestEmulator
-from caller_engine.sim.twiml_reader import Dial, DialNumber, Gather, Hangup, Play, Say, parse_twiml
+from caller_engine.sim.twilio.rest import EmulatedCall, TwilioRestEmulator
+from caller_engine.sim.twilio.twiml_reader import (
+    Dial,
+    DialNumber,
+    Gather,
+    Hangup,
+    Play,
+    Say,
+    parse_twiml,
+)
 from caller_engine.telephony import twiml
 from caller_engine.telephony.rest import TelephonyError, TwilioGateway
 from caller_engine.tools.registry import ToolContext, ToolRegistry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from yarl import URL
 
-from caller_engine.sim.twilio_rest import TwilioRestEmulator
+from caller_engine.sim.twilio.rest import TwilioRestEmulator
 from caller_engine.telephony.signature import sign_twilio_request
 from tests.conftest import AUTH_TOKEN, PUBLIC_BASE, Api
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from caller_engine.sim.openai_realtime import RealtimeScript, ScriptedResponse
-from caller_engine.sim.twilio_media import TwilioMediaClient
-from caller_engine.sim.twilio_rest import new_sid
+from caller_engine.sim.openai.realtime import RealtimeScript, ScriptedResponse
+from caller_engine.sim.twilio.media import TwilioMediaClient
+from caller_engine.sim.twilio.rest import new_sid
 
 if TYPE_CHECKING:
     from caller_engine.replay.driver import Driver

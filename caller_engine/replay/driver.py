@@ -39,8 +39,8 @@ from caller_engine.replay.scenario import (
     Scenario,
 )
 from caller_engine.replay.sender import FrameSender
-from caller_engine.sim.twilio_media import TwilioMediaClient
-from caller_engine.sim.twilio_rest import EmulatedCall, new_sid
+from caller_engine.sim.twilio.media import TwilioMediaClient
+from caller_engine.sim.twilio.rest import EmulatedCall, new_sid
 from caller_engine.telephony.signature import sign_twilio_request
 
 SETUP_TIMEOUT = 15.0

@@ -23,9 +23,9 @@ from caller_engine.replay.defaults import (
 from caller_engine.sim.elevenlabs import ElevenLabsEmulator
 from caller_engine.sim.gemini import GeminiLiveEmulator
 from caller_engine.sim.nova_sonic import TEST_CREDENTIALS, NovaSonicEmulator
-from caller_engine.sim.openai_chat import ChatCompletionsEmulator
-from caller_engine.sim.openai_realtime import RealtimeEmulator
-from caller_engine.sim.twilio_rest import TwilioRestEmulator
+from caller_engine.sim.openai.chat import ChatCompletionsEmulator
+from caller_engine.sim.openai.realtime import RealtimeEmulator
+from caller_engine.sim.twilio.rest import TwilioRestEmulator
 
 GEMINI_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
 DEFAULT_ELEVENLABS_KEY = "xi-replay"

@@ -22,7 +22,7 @@ from caller_engine.audio import mulaw
 from caller_engine.replay import markers
 from caller_engine.sim.clips import CLIPS, load_clip
 from caller_engine.sim.gemini import GeminiResponse, GeminiScript, tone_pcm
-from caller_engine.sim.openai_realtime import RealtimeScript, ScriptedResponse
+from caller_engine.sim.openai.realtime import RealtimeScript, ScriptedResponse
 
 FRAME_BYTES = 160
 FRAME_S = 0.02

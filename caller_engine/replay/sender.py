@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from caller_engine.replay import markers
 from caller_engine.replay.probes import CallProbe, Recorder
 from caller_engine.replay.scenario import CallerAudio
-from caller_engine.sim.twilio_media import TwilioMediaClient
+from caller_engine.sim.twilio.media import TwilioMediaClient
 
 
 @dataclass

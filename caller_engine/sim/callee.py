@@ -29,7 +29,7 @@ from caller_engine.sim.clips import load_clip
 
 if TYPE_CHECKING:
     from caller_engine.sim.emulated_call import ActiveEmulatedCall
-    from caller_engine.sim.twilio_media import TwilioMediaClient
+    from caller_engine.sim.twilio.media import TwilioMediaClient
 
 Outcome = Literal["human", "machine", "busy", "no-answer", "failed"]
 OUTCOMES: tuple[Outcome, ...] = ("human", "machine", "busy", "no-answer", "failed")

@@ -6,13 +6,13 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from caller_engine.sim.callee import Callee, Outcome, Utterance
-from caller_engine.sim.twilio_media import TwilioMediaClient
-from caller_engine.sim.twilio_rest import EmulatedCall
-from caller_engine.sim.twilio_webhooks import WebhookRecord
-from caller_engine.sim.twiml_reader import Verb
+from caller_engine.sim.twilio.media import TwilioMediaClient
+from caller_engine.sim.twilio.rest import EmulatedCall
+from caller_engine.sim.twilio.twiml_reader import Verb
+from caller_engine.sim.twilio.webhooks import WebhookRecord
 
 if TYPE_CHECKING:
-    from caller_engine.sim.dial import DialLeg
+    from caller_engine.sim.twilio.dial import DialLeg
 
 
 class ActiveEmulatedCall:

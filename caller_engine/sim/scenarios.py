@@ -21,8 +21,8 @@ from caller_engine.sim.callee import (
     voicemail,
 )
 from caller_engine.sim.clips import CLIPS
-from caller_engine.sim.dial import ScriptedPerson
-from caller_engine.sim.openai_realtime import RealtimeScript, ScriptedResponse
+from caller_engine.sim.openai.realtime import RealtimeScript, ScriptedResponse
+from caller_engine.sim.twilio.dial import ScriptedPerson
 
 if TYPE_CHECKING:
     from caller_engine.sim.world import World

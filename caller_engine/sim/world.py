@@ -23,13 +23,13 @@ from caller_engine.sim.gemini import GeminiLiveEmulator
 from caller_engine.sim.google import GoogleEmulator, new_service_account_key
 from caller_engine.sim.google.calendar import EmulatedCalendar
 from caller_engine.sim.nova_sonic import TEST_CREDENTIALS, NovaSonicEmulator
-from caller_engine.sim.openai_chat import ChatCompletionsEmulator
-from caller_engine.sim.openai_realtime import RealtimeEmulator
+from caller_engine.sim.openai.chat import ChatCompletionsEmulator
+from caller_engine.sim.openai.realtime import RealtimeEmulator
 from caller_engine.sim.orchestrator import OrchestratorEmulator
-from caller_engine.sim.phone import ActiveEmulatedCall, PhoneNetwork
 from caller_engine.sim.scenarios import BUSINESS, CALLEE_NUMBER, TIMEZONE, Scenario
 from caller_engine.sim.server import LoopbackServer
-from caller_engine.sim.twilio_rest import EmulatedCall, TwilioRestEmulator
+from caller_engine.sim.twilio.phone import ActiveEmulatedCall, PhoneNetwork
+from caller_engine.sim.twilio.rest import EmulatedCall, TwilioRestEmulator
 from caller_engine.tools.google_client import GMAIL_SCOPES
 from caller_engine.web.app import create_app
 from caller_engine.web.state import SERVICES

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from caller_engine.audio import mulaw
 from caller_engine.realtime.elevenlabs.wire import AudioFormat
-from caller_engine.sim.realtime.vad import FRAME_MS, pcm16_energy
+from caller_engine.sim.openai.realtime.vad import FRAME_MS, pcm16_energy
 
 
 def bytes_per_ms(fmt: AudioFormat) -> float:

@@ -31,8 +31,8 @@ from caller_engine.realtime.elevenlabs.wire import AudioFormat, audio_format
 from caller_engine.sim.elevenlabs import validation
 from caller_engine.sim.elevenlabs.agent import EmulatedAgent, fill_variables, required_variables
 from caller_engine.sim.elevenlabs.audio import bytes_per_ms, energy, from_ulaw
-from caller_engine.sim.realtime.script import RealtimeScript, ScriptedResponse
-from caller_engine.sim.realtime.vad import VadSettings, VoiceActivityDetector
+from caller_engine.sim.openai.realtime.script import RealtimeScript, ScriptedResponse
+from caller_engine.sim.openai.realtime.vad import VadSettings, VoiceActivityDetector
 
 if TYPE_CHECKING:
     from caller_engine.sim.elevenlabs.server import ElevenLabsEmulator

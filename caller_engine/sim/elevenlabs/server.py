@@ -30,7 +30,7 @@ from caller_engine.sim.elevenlabs import validation
 from caller_engine.sim.elevenlabs.agent import EmulatedAgent
 from caller_engine.sim.elevenlabs.conversation import EmulatedConversation
 from caller_engine.sim.elevenlabs.tools import check_tool_request
-from caller_engine.sim.realtime.script import RealtimeScript
+from caller_engine.sim.openai.realtime.script import RealtimeScript
 
 SIGNED_URL_TTL = 15 * 60.0
 DEFAULT_VAD_THRESHOLD = 400.0

@@ -29,7 +29,7 @@ from aiohttp import WSMsgType, web
 from caller_engine.sim.gemini.generate import GenerateContentEmulator
 from caller_engine.sim.gemini.script import RATE, GeminiResponse, GeminiScript
 from caller_engine.sim.gemini.validation import Refusal, check_message
-from caller_engine.sim.realtime.script import RealtimeScript
+from caller_engine.sim.openai.realtime.script import RealtimeScript
 
 RETIRED = ("gemini-live-2.5-flash-preview", "gemini-2.0-flash-live-001")
 DEFAULT_VAD_THRESHOLD = 400.0

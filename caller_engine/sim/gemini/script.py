@@ -14,7 +14,7 @@ import numpy as np
 
 from caller_engine.audio.codec import ulaw_to_pcm16
 from caller_engine.audio.resample import StreamResampler
-from caller_engine.sim.realtime.script import RealtimeScript
+from caller_engine.sim.openai.realtime.script import RealtimeScript
 
 RATE = 24000
 

@@ -34,7 +34,7 @@ from caller_engine.aws.eventstream import Decoder, EventStreamError, encode_head
 from caller_engine.sim.nova_sonic.auth import TEST_CREDENTIALS, EventChain, Refusal, verify_request
 from caller_engine.sim.nova_sonic.session import EmulatedNovaSession, SessionFailure
 from caller_engine.sim.nova_sonic.validation import MAX_EVENT_BYTES
-from caller_engine.sim.realtime.script import RealtimeScript
+from caller_engine.sim.openai.realtime.script import RealtimeScript
 
 MODELS = ("amazon.nova-2-sonic-v1:0", "amazon.nova-sonic-v1:0", "amazon.nova-2-5-sonic")
 PATH_PREFIX = "/model/"

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 from caller_engine.audio import mulaw
 from caller_engine.sim.nova_sonic import validation
 from caller_engine.sim.nova_sonic.validation import Invalid
-from caller_engine.sim.realtime.script import RealtimeScript, ScriptedResponse
-from caller_engine.sim.realtime.vad import VadSettings, VoiceActivityDetector, pcm16_energy
+from caller_engine.sim.openai.realtime.script import RealtimeScript, ScriptedResponse
+from caller_engine.sim.openai.realtime.vad import VadSettings, VoiceActivityDetector, pcm16_energy
 
 if TYPE_CHECKING:
     from caller_engine.sim.nova_sonic.server import NovaSonicEmulator

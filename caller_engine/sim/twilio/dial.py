@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from caller_engine.sim import twilio_webhooks as hooks
-from caller_engine.sim.twilio_rest import new_sid
-from caller_engine.sim.twiml_reader import (
+from caller_engine.sim.twilio import webhooks as hooks
+from caller_engine.sim.twilio.rest import new_sid
+from caller_engine.sim.twilio.twiml_reader import (
     Dial,
     DialNumber,
     Gather,
@@ -38,7 +38,7 @@ from caller_engine.sim.twiml_reader import (
 
 if TYPE_CHECKING:
     from caller_engine.sim.emulated_call import ActiveEmulatedCall
-    from caller_engine.sim.twilio_webhooks import WebhookRecord
+    from caller_engine.sim.twilio.webhooks import WebhookRecord
 
 PersonOutcome = Literal["answer", "no-answer", "busy", "failed"]
 # Seconds of Twilio time a <Say> takes per character (about 14 characters a second).

@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import WSMsgType, web
 
-from caller_engine.sim.realtime import handshake, protocol, responses
-from caller_engine.sim.realtime.protocol import Rejection
-from caller_engine.sim.realtime.responses import ItemRecord, ResponseRun
-from caller_engine.sim.realtime.script import RealtimeScript
-from caller_engine.sim.realtime.turns import InputTurns
-from caller_engine.sim.realtime.validation import check_client_event
+from caller_engine.sim.openai.realtime import handshake, protocol, responses
+from caller_engine.sim.openai.realtime.protocol import Rejection
+from caller_engine.sim.openai.realtime.responses import ItemRecord, ResponseRun
+from caller_engine.sim.openai.realtime.script import RealtimeScript
+from caller_engine.sim.openai.realtime.turns import InputTurns
+from caller_engine.sim.openai.realtime.validation import check_client_event
 
 if TYPE_CHECKING:
-    from caller_engine.sim.realtime.server import RealtimeEmulator
+    from caller_engine.sim.openai.realtime.server import RealtimeEmulator
 
 AUDIO_DELTA = "response.output_audio.delta"
 Handler = Callable[[dict[str, Any]], Awaitable[Rejection | None]]

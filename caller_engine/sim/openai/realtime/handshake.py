@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from caller_engine.sim.realtime.protocol import Rejection
+from caller_engine.sim.openai.realtime.protocol import Rejection
 
 
 @dataclass(frozen=True)

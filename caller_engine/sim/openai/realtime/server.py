@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from caller_engine.sim.realtime.script import RealtimeScript
-from caller_engine.sim.realtime.session import EmulatedRealtimeSession
+from caller_engine.sim.openai.realtime.script import RealtimeScript
+from caller_engine.sim.openai.realtime.session import EmulatedRealtimeSession
 
 InputAudioHook = Callable[[EmulatedRealtimeSession, bytes, float], None]
 EventHook = Callable[[EmulatedRealtimeSession, dict[str, Any], float], None]

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from openai.types.realtime import RealtimeClientEvent
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from caller_engine.sim.realtime.protocol import Rejection
+from caller_engine.sim.openai.realtime.protocol import Rejection
 
 CLIENT_EVENT: TypeAdapter[Any] = TypeAdapter(
     Annotated[RealtimeClientEvent, Field(discriminator="type")]

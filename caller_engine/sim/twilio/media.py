@@ -22,8 +22,9 @@ from typing import Any
 import aiohttp
 from loguru import logger
 
-from caller_engine.sim import media_frames as frames
-from caller_engine.sim.media_frames import (
+from caller_engine.sim.playback import MarkEcho, Playback
+from caller_engine.sim.twilio import media_frames as frames
+from caller_engine.sim.twilio.media_frames import (
     FRAME_BYTES,
     FRAME_MS,
     MULAW_SILENCE,
@@ -33,8 +34,7 @@ from caller_engine.sim.media_frames import (
     ProtocolViolation,
     parse_outbound,
 )
-from caller_engine.sim.playback import MarkEcho, Playback
-from caller_engine.sim.twilio_rest import new_sid
+from caller_engine.sim.twilio.rest import new_sid
 from caller_engine.telephony.signature import sign_twilio_request
 
 __all__ = ["MarkEcho", "TwilioMediaClient"]

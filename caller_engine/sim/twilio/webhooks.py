@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode
 import aiohttp
 from yarl import URL
 
-from caller_engine.sim.twilio_rest import EmulatedCall
+from caller_engine.sim.twilio.rest import EmulatedCall
 from caller_engine.telephony.signature import sign_twilio_request
 
 API_VERSION = "2010-04-01"

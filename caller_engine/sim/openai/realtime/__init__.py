@@ -4,11 +4,11 @@
 `EmulatedRealtimeSession` driven by a `RealtimeScript` of responses and user transcripts.
 """
 
-from caller_engine.sim.realtime.responses import ItemRecord, ResponseRun
-from caller_engine.sim.realtime.script import RealtimeScript, ScriptedResponse
-from caller_engine.sim.realtime.server import RealtimeEmulator
-from caller_engine.sim.realtime.session import EmulatedRealtimeSession
-from caller_engine.sim.realtime.validation import check_client_event
+from caller_engine.sim.openai.realtime.responses import ItemRecord, ResponseRun
+from caller_engine.sim.openai.realtime.script import RealtimeScript, ScriptedResponse
+from caller_engine.sim.openai.realtime.server import RealtimeEmulator
+from caller_engine.sim.openai.realtime.session import EmulatedRealtimeSession
+from caller_engine.sim.openai.realtime.validation import check_client_event
 
 __all__ = [
     "EmulatedRealtimeSession",

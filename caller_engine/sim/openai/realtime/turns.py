@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from caller_engine.sim.realtime import protocol
-from caller_engine.sim.realtime.protocol import Rejection
-from caller_engine.sim.realtime.responses import ItemRecord
-from caller_engine.sim.realtime.vad import VadSettings, VoiceActivityDetector, energy_for
+from caller_engine.sim.openai.realtime import protocol
+from caller_engine.sim.openai.realtime.protocol import Rejection
+from caller_engine.sim.openai.realtime.responses import ItemRecord
+from caller_engine.sim.openai.realtime.vad import VadSettings, VoiceActivityDetector, energy_for
 
 if TYPE_CHECKING:
-    from caller_engine.sim.realtime.session import EmulatedRealtimeSession
+    from caller_engine.sim.openai.realtime.session import EmulatedRealtimeSession
 
 MIN_COMMIT_MS = 100
 SPOKEN_MS_PER_WORD = 300

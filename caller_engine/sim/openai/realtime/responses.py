@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from caller_engine.audio import mulaw
-from caller_engine.sim.realtime import protocol
-from caller_engine.sim.realtime.script import ScriptedResponse
+from caller_engine.sim.openai.realtime import protocol
+from caller_engine.sim.openai.realtime.script import ScriptedResponse
 
 if TYPE_CHECKING:
-    from caller_engine.sim.realtime.session import EmulatedRealtimeSession
+    from caller_engine.sim.openai.realtime.session import EmulatedRealtimeSession
 
 
 @dataclass

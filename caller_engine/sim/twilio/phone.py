@@ -31,14 +31,13 @@ from typing import Any
 import aiohttp
 from loguru import logger
 
-from caller_engine.sim import twilio_webhooks as hooks
 from caller_engine.sim.callee import Callee, Outcome
-from caller_engine.sim.dial import DialRunner, ScriptedPerson
 from caller_engine.sim.emulated_call import ActiveEmulatedCall
-from caller_engine.sim.twilio_media import TwilioMediaClient
-from caller_engine.sim.twilio_rest import EmulatedCall, TwilioRestEmulator
-from caller_engine.sim.twilio_webhooks import Route, WebhookRecord
-from caller_engine.sim.twiml_reader import (
+from caller_engine.sim.twilio import webhooks as hooks
+from caller_engine.sim.twilio.dial import DialRunner, ScriptedPerson
+from caller_engine.sim.twilio.media import TwilioMediaClient
+from caller_engine.sim.twilio.rest import EmulatedCall, TwilioRestEmulator
+from caller_engine.sim.twilio.twiml_reader import (
     ConnectStream,
     Dial,
     Hangup,
@@ -50,6 +49,7 @@ from caller_engine.sim.twiml_reader import (
     Verb,
     parse_twiml,
 )
+from caller_engine.sim.twilio.webhooks import Route, WebhookRecord
 
 __all__ = [
     "ActiveEmulatedCall",

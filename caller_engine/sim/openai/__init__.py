@@ -1,0 +1,1 @@
+"""Emulators of OpenAI's APIs: the Realtime API (`realtime/`) and Chat Completions (`chat.py`)."""
