@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable
@@ -138,7 +139,8 @@ class SqliteDatabase:
                 return operation(conn)
         except BaseException:
             del self._connections[write]
-            conn.close()
+            with contextlib.suppress(Exception):  # the operation's error is the one to raise
+                conn.close()
             raise
 
     async def prepare(self) -> None:
