@@ -22,11 +22,14 @@ def _signed_string(url: str, params: Mapping[str, str]) -> bytes:
     return "".join(parts).encode()
 
 
+def _signature(key: bytes, url: str, params: Mapping[str, str]) -> bytes:
+    return base64.b64encode(hmac.new(key, _signed_string(url, params), hashlib.sha1).digest())
+
+
 def twilio_signature(auth_token: str, url: str, params: Mapping[str, str]) -> str:
     """X-Twilio-Signature of a request to `url` with the form `params`: base64 of the
     HMAC-SHA1 of the signed string, keyed with the auth token."""
-    digest = hmac.new(auth_token.encode(), _signed_string(url, params), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode()
+    return _signature(auth_token.encode(), url, params).decode()
 
 
 def _port_variants(url: str) -> tuple[str, ...]:
@@ -61,8 +64,7 @@ def twilio_signature_valid(
     key = auth_token.encode()
     for url in candidates:
         for variant in _port_variants(url):
-            digest = hmac.new(key, _signed_string(variant, params), hashlib.sha1).digest()
-            if hmac.compare_digest(base64.b64encode(digest), wanted):
+            if hmac.compare_digest(_signature(key, variant, params), wanted):
                 return True
     return False
 
