@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import cast
 
 import pytest
 
 from caller_engine.calls.models import AgentOverrides, CallRecord, StatusEvent
 from caller_engine.calls.result import CallResult
+from caller_engine.calls.service import CallService
 from caller_engine.calls.sql_store import SqlCallStore
 from caller_engine.results.outbox import NoResult, NoUrl
+from caller_engine.telephony.rest import TwilioGateway
+from tests.conftest import make_settings
 from tests.store_backends import Database, FakeClock, clock, db, store  # noqa: F401
 
 URL = "https://orch.example/results"
@@ -149,3 +153,26 @@ async def test_calls_missing_their_result_are_found(store: SqlCallStore, clock: 
     clock.advance(60)
     missing = await store.outbox.calls_missing_result(clock.now - timedelta(seconds=30), 10)
     assert sorted(r.callback_id for r in missing) == ["no-stream", "streamed"]
+
+
+async def test_the_delivery_worker_is_woken_only_when_a_delivery_was_queued(
+    store: SqlCallStore,
+) -> None:
+    service = CallService(make_settings(), cast(TwilioGateway, None), store)
+    woken: list[str] = []
+    service.on_delivery_queued(lambda: woken.append("wake"))
+    for callback_id, url in (("cb-none", None), ("cb-own", URL)):
+        record = CallRecord(
+            callback_id=callback_id,
+            to="+15551234567",
+            record=False,
+            agent=AgentOverrides(),
+            result_webhook_url=url,
+        )
+        await store.create(record)
+    assert await service.finish(CallResult(callbackId="cb-none", callSid=None, status="busy"))
+    assert woken == []  # kept, with nowhere to deliver it
+    assert await service.finish(CallResult(callbackId="cb-own", callSid=None, status="busy"))
+    assert woken == ["wake"]
+    assert not await service.finish(CallResult(callbackId="cb-own", callSid=None, status="busy"))
+    assert woken == ["wake"]

@@ -8,15 +8,16 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import event, inspect
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caller_engine.calls.migrations import LATEST, current_version, upgrade
 from caller_engine.calls.models import AgentOverrides, CallRecord, StatusEvent
 from caller_engine.calls.result import CallResult
 from caller_engine.calls.schema import metadata
 from caller_engine.calls.sql_store import SqlCallStore
-from caller_engine.calls.store import DuplicateCall
+from caller_engine.calls.store import DuplicateCall, Saved
 from tests.store_backends import Database, FakeClock, clock, db, store  # noqa: F401
 
 
@@ -187,14 +188,59 @@ async def test_result_is_saved_with_its_delivery_in_one_step(store: SqlCallStore
 async def test_per_call_url_wins_and_no_url_means_no_delivery(store: SqlCallStore) -> None:
     await store.create(_record("cb-own", result_webhook_url="https://own.example/hook"))
     await store.create(_record("cb-none"))
-    assert await store.save_result(_result("cb-own"), default_url="https://o.example/r")
-    assert await store.save_result(_result("cb-none"), default_url=None)
+    saved = await store.save_result(_result("cb-own"), default_url="https://o.example/r")
+    assert saved is Saved.QUEUED
+    assert await store.save_result(_result("cb-none"), default_url=None) is Saved.KEPT
     own = await store.get("cb-own")
     none = await store.get("cb-none")
     assert own is not None and own.delivery is not None
     assert own.delivery.url == "https://own.example/hook"
     assert none is not None and none.result is not None and none.delivery is None
-    assert not await store.save_result(_result("cb-unknown"), default_url=None)
+    assert await store.save_result(_result("cb-unknown"), default_url=None) is Saved.DROPPED
+
+
+async def test_a_result_is_completed_from_the_record_as_it_is_stored(
+    store: SqlCallStore,
+) -> None:
+    await store.create(_record())
+    await store.dialed("cb-1", "CA1", "queued")
+    await store.add_status("CA1", _event("in-progress", 1), callback_id="cb-1")
+    await store.set_answered_by("CA1", "machine_end_beep", callback_id="cb-1")
+    result = _result()  # the bridge saw neither the callbacks nor the verdict
+    assert await store.save_result(result) is Saved.KEPT
+    assert result.status == "voicemail" and result.answeredBy == "machine_end_beep"
+    assert [e["status"] for e in result.statusHistory] == ["in-progress"]
+    record = await store.get("cb-1")
+    assert record is not None and record.result == result
+
+
+async def test_a_change_writes_only_the_columns_it_changed(
+    store: SqlCallStore, db: Database
+) -> None:
+    await store.create(_record())
+    await store.dialed("cb-1", "CA1", "queued")
+    updates: list[str] = []
+
+    def seen(conn: Connection, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE CALLS"):
+            updates.append(statement)
+
+    engine = store.db.engine
+    engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        await store.stream_started("cb-1", "MZ1")
+        await store.add_status("CA1", _event("in-progress", 1), callback_id="cb-1")
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    started, status = (u.split(" WHERE ")[0] for u in updates)
+    assert "stream_sid" in started and "stream_started_at" in started
+    assert "agent" not in started and "status" not in started
+    assert "status_history" in status and "answered_at" in status
+    assert "agent" not in status and "stream_sid" not in status
+    record = await store.get("cb-1")
+    assert record is not None and record.agent.voice == "cedar"
+    assert record.stream_sid == "MZ1" and record.status == "in-progress"
 
 
 async def test_one_result_per_call(store: SqlCallStore, clock: FakeClock) -> None:

@@ -14,10 +14,10 @@ from caller_engine.bridge.config import call_provider, session_config
 from caller_engine.bridge.handoff import Handoff, Handoffs
 from caller_engine.bridge.prewarm import Prewarmer
 from caller_engine.bridge.registry import ActiveCalls
-from caller_engine.bridge.session import MACHINE, CallSession
+from caller_engine.bridge.session import CallSession
 from caller_engine.calls import gate
 from caller_engine.calls.availability import StoreUnavailable
-from caller_engine.calls.models import AgentOverrides, CallRecord
+from caller_engine.calls.models import MACHINE_ANSWERS, AgentOverrides, CallRecord
 from caller_engine.calls.result import CallResult, Summary
 from caller_engine.calls.service import CallService
 from caller_engine.calls.store import CallStore
@@ -92,13 +92,14 @@ class Bridge:
 
     async def prewarm(self, callback_id: str, call_sid: str) -> None:
         """Twilio fetched the TwiML: the call is answered. Open the model session now."""
+        read = True
         try:
             record = await self.store.get(callback_id)
         except StoreUnavailable as exc:
             call_logger(callback_id, call_sid).warning(
                 "database unavailable ({}): the default agent takes the call", exc
             )
-            record = None
+            record, read = None, False
         agent = record.agent if record is not None else AgentOverrides()
         provider = call_provider(self.settings, agent)
         connector = self.connectors.get(provider)
@@ -108,7 +109,7 @@ class Bridge:
         if config.greeting and self.handoffs.returning(call_sid):
             # Back from a transfer: a provider that speaks first must not greet again.
             config = replace(config, greeting="")
-        self.prewarmer.start(call_sid, provider, connector, config, record)
+        self.prewarmer.start(call_sid, provider, connector, config, record, read=read)
 
     async def handle(self, ws: web.WebSocketResponse, hint: str | None) -> None:
         await CallSession(self, ws, hint).run()
@@ -117,7 +118,7 @@ class Bridge:
         """A machine answered. The instance carrying the stream acts on it; a stream that has
         not started yet sees `answeredBy` in the record at its start. When the stream runs on
         another instance, this one can still hang up through Twilio."""
-        if answered_by not in MACHINE or record.call_sid is None:
+        if answered_by not in MACHINE_ANSWERS or record.call_sid is None:
             return
         session = self.active.by_call_sid(record.call_sid)
         if isinstance(session, CallSession):
@@ -188,11 +189,9 @@ class Bridge:
                     else f"the summary model failed: {describe(exc)}"
                 )
                 session.log.opt(exception=exc).warning("summary failed")
-        try:
-            record = await self.store.get(session.callback_id)
-        except StoreUnavailable:
-            record = None  # the result does not wait for the database
-        answered_by = session.answered_by or (record.answered_by if record else None)
+        # The status callbacks, recording and a late answering-machine verdict come from the
+        # record as the result is stored (results.build.complete_from_record).
+        answered_by = session.answered_by
         started = datetime.fromtimestamp(session.started_wall, UTC)
         ended_wall = session.started_wall + (stopped - session.started_at)
         if handoff is not None and handoff.ended_wall is not None:
@@ -203,7 +202,7 @@ class Bridge:
             callbackId=session.callback_id,
             callSid=session.call_sid,
             to=session.callee or None,
-            status="voicemail" if answered_by in MACHINE else "completed",
+            status="voicemail" if answered_by in MACHINE_ANSWERS else "completed",
             answeredBy=answered_by,
             startedAt=started.isoformat(),
             endedAt=ended.isoformat(),
@@ -213,12 +212,6 @@ class Bridge:
             fullText=final["fullText"],
             summary=summary,
             summaryError=summary_error,
-            statusHistory=[
-                {"status": e.status, "sequence": e.sequence, "timestamp": e.timestamp, **e.fields}
-                for e in (record.status_history if record else [])
-            ],
-            recordingUrl=record.recording_url if record else None,
-            recordingSid=record.recording_sid if record else None,
             toolCalls=session.transcript.tool_calls,
             metrics=session.metrics.as_dict(),
             provider=session.provider,

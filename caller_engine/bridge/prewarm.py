@@ -18,11 +18,13 @@ from caller_engine.realtime.base import RealtimeConnector, RealtimeSession, Sess
 
 @dataclass(frozen=True, slots=True)
 class Warm:
-    """A model session being opened for a call, and the call's record as read then."""
+    """A model session being opened for a call, and the call's record as read then
+    (`read`: False when the store could not answer, so the stream's start asks again)."""
 
     session: asyncio.Task[RealtimeSession]
     record: CallRecord | None
     provider: str
+    read: bool = True
 
 
 class Prewarmer:
@@ -41,12 +43,14 @@ class Prewarmer:
         connector: RealtimeConnector,
         config: SessionConfig,
         record: CallRecord | None,
+        *,
+        read: bool = True,
     ) -> None:
         if call_sid in self._warm:
             return
         task = asyncio.create_task(connector.connect(config), name=f"prewarm-{call_sid}")
         timer = asyncio.get_running_loop().call_later(self.timeout, self._expire, call_sid)
-        self._warm[call_sid] = (Warm(task, record, provider), timer)
+        self._warm[call_sid] = (Warm(task, record, provider, read), timer)
 
     def take(self, call_sid: str) -> Warm | None:
         entry = self._warm.pop(call_sid, None)

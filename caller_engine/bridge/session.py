@@ -24,7 +24,7 @@ from caller_engine.bridge.prewarm import Warm
 from caller_engine.bridge.turns import Interruption, TurnState
 from caller_engine.calls import gate
 from caller_engine.calls.availability import StoreUnavailable
-from caller_engine.calls.models import AgentOverrides, CallRecord, DncEntry
+from caller_engine.calls.models import MACHINE_ANSWERS, AgentOverrides, CallRecord, DncEntry
 from caller_engine.calls.result import ToolCallRecord
 from caller_engine.calls.transfer import TransferTarget
 from caller_engine.logging import call_logger
@@ -76,9 +76,6 @@ CONNECT_TIMEOUT = 3.0
 STOP_GRACE = 3.0
 END_CALL_FALLBACK = 20.0
 MAX_EARLY_FRAMES = 500  # 10 s of caller audio kept while the model session opens
-MACHINE = frozenset(
-    {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
-)
 
 
 class CallSession:
@@ -227,9 +224,10 @@ class CallSession:
         self.capture = MediaCapture.open(
             self.settings.media_capture_dir, self.callback_id, self.call_sid
         )
-        # A pre-warmed call brings its record: the greeting waits on no database read.
+        # A pre-warmed call brings its record (or that it has none): the greeting waits on
+        # no database read.
         self._warm = self.bridge.prewarmer.take(self.call_sid)
-        if self._warm is not None and self._warm.record is not None:
+        if self._warm is not None and self._warm.read:
             record: CallRecord | None = self._warm.record
         else:
             try:
@@ -271,7 +269,7 @@ class CallSession:
         )
         if self.answered_by is None:
             answered_by = record.answered_by if record is not None else None
-            if answered_by in MACHINE and self.answered_by is None:
+            if answered_by in MACHINE_ANSWERS and self.answered_by is None:
                 await self.on_machine(answered_by)
             elif answered_by is not None:
                 self.answered_by = answered_by
@@ -348,7 +346,7 @@ class CallSession:
 
     async def _greet(self) -> None:
         assert self.config is not None
-        if self.answered_by in MACHINE:
+        if self.answered_by in MACHINE_ANSWERS:
             await self.on_machine(self.answered_by)
             return
         if (cue := self.bridge.handoffs.welcome_back(self)) is not None and self.model:

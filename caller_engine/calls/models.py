@@ -92,6 +92,12 @@ class InitiateRequest(BaseModel):
         return value
 
 
+# Twilio's AnsweredBy values that mean a machine (or fax), not a person, took the call.
+MACHINE_ANSWERS = frozenset(
+    {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
+)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

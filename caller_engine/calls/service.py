@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from caller_engine.calls.models import CallRecord, InitiateRequest, utcnow
+from caller_engine.calls.models import MACHINE_ANSWERS, CallRecord, InitiateRequest, utcnow
 from caller_engine.calls.pending import PendingWrites
 from caller_engine.calls.result import CallResult, ResultSink
 from caller_engine.calls.status import event_from_params
-from caller_engine.calls.store import CallStore, DuplicateCall
+from caller_engine.calls.store import CallStore, DuplicateCall, Saved
 from caller_engine.config import Settings
 from caller_engine.guardrails.policy import Admission, CallingHours, CallRefused
 from caller_engine.logging import call_logger
@@ -25,10 +25,6 @@ from caller_engine.telephony.rest import (
     CallRequest,
     TelephonyError,
     TwilioGateway,
-)
-
-MACHINE_ANSWERS = frozenset(
-    {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
 )
 
 AnsweredByListener = Callable[[CallRecord, str], Awaitable[None]]
@@ -69,12 +65,17 @@ class CallService:
         self._answered_by_listeners: list[AnsweredByListener] = []
         self._ended_listeners: list[EndedListener] = []
         self._sinks: list[ResultSink] = []
+        self._delivery_queued: list[Callable[[], None]] = []
         self.duplicate_wait = DUPLICATE_WAIT
         # Writes the database could not take now (it is down): retried until stored.
         self.pending = PendingWrites(limit=settings.pending_writes_limit)
 
     def add_sink(self, sink: ResultSink) -> None:
         self._sinks.append(sink)
+
+    def on_delivery_queued(self, listener: Callable[[], None]) -> None:
+        """Called (it must not block) when a kept result's delivery is queued."""
+        self._delivery_queued.append(listener)
 
     async def finish(self, result: CallResult, *, source: ResultSource = "bridge") -> bool:
         """A call is over and post-processed: keep its result, queue its delivery to the
@@ -90,11 +91,14 @@ class CallService:
         return bool(kept and kept[0])
 
     async def _finish(self, result: CallResult, source: ResultSource) -> bool:
-        kept = await self.store.save_result(
+        saved = await self.store.save_result(
             result, source=source, default_url=self.settings.result_webhook_url
         )
-        if not kept:
+        if not saved:
             return False
+        if saved is Saved.QUEUED:
+            for listener in self._delivery_queued:
+                listener()
         for sink in self._sinks:
             await sink.publish(result)
         return True

@@ -11,13 +11,15 @@ A database that is down, locked or full raises StoreUnavailable (calls.availabil
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from loguru import logger
 from sqlalchemy import (
     Row,
+    RowMapping,
     Select,
     and_,
     bindparam,
@@ -30,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import Update
 
 from caller_engine.calls import mutations
 from caller_engine.calls.availability import guarded
@@ -46,10 +49,11 @@ from caller_engine.calls.sql_rows import (
     record_from_row,
     record_values,
 )
-from caller_engine.calls.store import DuplicateCall, merged_listing
+from caller_engine.calls.store import DuplicateCall, Saved, merged_listing
 from caller_engine.calls.transfer import Transfer
 from caller_engine.failures import describe
 from caller_engine.guardrails.policy import Admission, CallRefused, admit
+from caller_engine.results.build import complete_from_record
 from caller_engine.results.payload import encode_result
 from caller_engine.results.rules import ResultSource, takes_result
 from caller_engine.results.sql_outbox import SqlOutbox
@@ -78,20 +82,35 @@ _GET_BY_SID = _WITH_DELIVERY.where(calls.c.call_sid == bindparam("key"))
 _LOCK_BY_ID = select(calls).where(calls.c.callback_id == bindparam("key")).with_for_update()
 _LOCK_BY_SID = select(calls).where(calls.c.call_sid == bindparam("key")).with_for_update()
 
-# Writes every column of a record back: built once, values bound per execution.
+# The columns a change can write back (the key, creation time and dial count never change).
 _UPDATABLE = [
-    c.name for c in calls.c if c.name not in ("callback_id", "created_at", "dial_attempts")
+    c.name
+    for c in calls.c
+    if c.name not in ("callback_id", "created_at", "dial_attempts", "updated_at")
 ]
-_UPDATE = (
-    update(calls)
-    .where(calls.c.callback_id == bindparam("key"))
-    .values({name: bindparam("v_" + name) for name in _UPDATABLE})
-)
 
 
-def _locked(conn: Connection, query: Select[Any], key: str) -> CallRecord | None:
+@functools.cache
+def _update(columns: tuple[str, ...]) -> Update:
+    """UPDATE of `columns` and updated_at, values bound per execution: built once per set."""
+    names = (*columns, "updated_at")
+    return (
+        update(calls)
+        .where(calls.c.callback_id == bindparam("key"))
+        .values({name: bindparam("v_" + name) for name in names})
+    )
+
+
+def _locked(conn: Connection, query: Select[Any], key: str) -> Locked | None:
     row = conn.execute(query, {"key": key}).first()
-    return record_from_row(row._mapping) if row is not None else None
+    return Locked(record_from_row(row._mapping), row._mapping) if row is not None else None
+
+
+class Locked(NamedTuple):
+    """A record read under its row lock, and the row as stored (what `_write` compares)."""
+
+    record: CallRecord
+    row: RowMapping
 
 
 class SqlCallStore:
@@ -309,21 +328,26 @@ class SqlCallStore:
 
     # -- changing --------------------------------------------------------------------
 
-    def _write(self, conn: Connection, record: CallRecord) -> None:
+    def _write(self, conn: Connection, locked: Locked) -> None:
+        """Write back the columns whose value now differs from the stored row."""
+        record, stored = locked
         values = record_values(record)
-        values["updated_at"] = self.clock()
-        params = {"v_" + name: values[name] for name in _UPDATABLE}
+        columns = tuple(name for name in _UPDATABLE if values[name] != stored[name])
+        params = {"v_" + name: values[name] for name in columns}
+        params["v_updated_at"] = self.clock()
         params["key"] = record.callback_id
-        conn.execute(_UPDATE, params)
+        conn.execute(_update(columns), params)
 
     async def _change(
         self, callback_id: str, change: Callable[[CallRecord], bool]
     ) -> CallRecord | None:
         def apply(conn: Connection) -> CallRecord | None:
-            record = _locked(conn, _LOCK_BY_ID, callback_id)
-            if record is not None and change(record):
-                self._write(conn, record)
-            return record
+            locked = _locked(conn, _LOCK_BY_ID, callback_id)
+            if locked is None:
+                return None
+            if change(locked.record):
+                self._write(conn, locked)
+            return locked.record
 
         return await self._transact(apply)
 
@@ -350,18 +374,19 @@ class SqlCallStore:
             return None
 
         def apply(conn: Connection) -> CallRecord | None:
-            record = None
+            locked = None
             if callback_id:
-                record = _locked(conn, _LOCK_BY_ID, callback_id)
-                if record is not None and not mutations.owns_sid(record, call_sid):
-                    record = None
-            if record is None:
-                record = _locked(conn, _LOCK_BY_SID, call_sid)
-            if record is None:
+                locked = _locked(conn, _LOCK_BY_ID, callback_id)
+                if locked is not None and not mutations.owns_sid(locked.record, call_sid):
+                    locked = None
+            if locked is None:
+                locked = _locked(conn, _LOCK_BY_SID, call_sid)
+            if locked is None:
                 return None
+            record = locked.record
             attached = mutations.attach_sid(record, call_sid)
             if change(record) or attached:
-                self._write(conn, record)
+                self._write(conn, locked)
             return record
 
         return await self._transact(apply)
@@ -411,21 +436,22 @@ class SqlCallStore:
         *,
         source: ResultSource = "bridge",
         default_url: str | None = None,
-    ) -> bool:
+    ) -> Saved:
         """Keep the call's result and queue its delivery in the same transaction.
 
-        True when this result became the call's result (see results.rules); the delivery
-        goes to the call's own resultWebhookUrl, else `default_url`, else nowhere.
+        The result is completed from the record as it is stored (results.build); whether
+        it became the call's result follows results.rules; the delivery goes to the call's
+        own resultWebhookUrl, else `default_url`, else nowhere.
         """
         now = self.clock()
-        payload = encode_result(result)
         log = logger.bind(callbackId=result.callbackId)
 
-        def save(conn: Connection) -> bool:
-            record = _locked(conn, _LOCK_BY_ID, result.callbackId)
-            if record is None:
+        def save(conn: Connection) -> Saved:
+            locked = _locked(conn, _LOCK_BY_ID, result.callbackId)
+            if locked is None:
                 log.warning("result for an unknown call")
-                return False
+                return Saved.DROPPED
+            record = locked.record
             query = select(deliveries).where(deliveries.c.callback_id == result.callbackId)
             delivery = conn.execute(query.with_for_update()).first()
             started = delivery is not None and (
@@ -437,29 +463,33 @@ class SqlCallStore:
                     source,
                     record.result_source,
                 )
-                return False
+                return Saved.DROPPED
+            complete_from_record(result, record)
             record.result = result
             record.result_source = source
-            self._write(conn, record)
+            self._write(conn, locked)
             url = record.result_webhook_url or default_url
             if delivery is not None:
+                payload = encode_result(result)
                 conn.execute(
                     update(deliveries)
                     .where(deliveries.c.callback_id == result.callbackId)
                     .values(payload=payload)
                 )
-            elif url:
-                conn.execute(
-                    deliveries.insert().values(
-                        callback_id=result.callbackId,
-                        url=url,
-                        payload=payload,
-                        state="pending",
-                        attempts=0,
-                        enqueued_at=now,
-                        next_attempt_at=now,
-                    )
+                return Saved.QUEUED
+            if not url:
+                return Saved.KEPT
+            conn.execute(
+                deliveries.insert().values(
+                    callback_id=result.callbackId,
+                    url=url,
+                    payload=encode_result(result),
+                    state="pending",
+                    attempts=0,
+                    enqueued_at=now,
+                    next_attempt_at=now,
                 )
-            return True
+            )
+            return Saved.QUEUED
 
         return await self._transact(save)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -13,7 +14,16 @@ from caller_engine.calls.models import CallRecord, DncEntry, StatusEvent, utcnow
 from caller_engine.calls.result import CallResult
 from caller_engine.calls.transfer import Transfer
 from caller_engine.guardrails.policy import Admission, admit
+from caller_engine.results.build import complete_from_record
 from caller_engine.results.rules import ResultSource, takes_result
+
+
+class Saved(enum.IntEnum):
+    """What became of a result given to `save_result`; false when it was not kept."""
+
+    DROPPED = 0  # the call is unknown or already has its result
+    KEPT = 1  # kept, with nowhere to deliver it
+    QUEUED = 2  # kept, and its delivery is queued in the outbox
 
 
 class DuplicateCall(Exception):
@@ -63,10 +73,11 @@ class CallStore(Protocol):
         *,
         source: ResultSource = "bridge",
         default_url: str | None = None,
-    ) -> bool:
-        """Keep the post-call result (transcript, summary, tool calls, metrics) and queue
-        its delivery to the call's resultWebhookUrl or `default_url` (stores with an
-        outbox). False when the call already has its result (see results.rules)."""
+    ) -> Saved:
+        """Keep the post-call result (transcript, summary, tool calls, metrics), completed
+        from the record (results.build), and queue its delivery to the call's
+        resultWebhookUrl or `default_url` (stores with an outbox). DROPPED (false) when the
+        call is unknown or already has its result (see results.rules)."""
 
     async def list_calls(
         self,
@@ -221,14 +232,15 @@ class MemoryCallStore:
         *,
         source: ResultSource = "bridge",
         default_url: str | None = None,
-    ) -> bool:
+    ) -> Saved:
         """Keeps the result; this store has no outbox, so nothing is delivered."""
         record = self._by_id.get(result.callbackId)
         if record is None or not takes_result(record.result_source, False, source):
-            return False
+            return Saved.DROPPED
+        complete_from_record(result, record)
         record.result = result
         record.result_source = source
-        return True
+        return Saved.KEPT
 
     async def list_calls(
         self,

@@ -1,11 +1,12 @@
-"""A result built from the call record, for calls the bridge never carried. Pure."""
+"""Results from the call record: built for calls the bridge never carried, completed for
+those it did. Pure."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from caller_engine.calls.codec import event_flat, iso
-from caller_engine.calls.models import CallRecord
+from caller_engine.calls.models import MACHINE_ANSWERS, CallRecord
 from caller_engine.calls.result import CallResult, FinalStatus
 
 NO_STREAM = {"code": "no_stream", "message": "the call was answered but no media stream started"}
@@ -56,3 +57,16 @@ def result_from_record(
         metadata=dict(record.agent.metadata),
         transfer=record.transfer,
     )
+
+
+def complete_from_record(result: CallResult, record: CallRecord) -> None:
+    """Fill in, as the result is stored, what only the record knows: the status callbacks,
+    the recording, and an answering-machine verdict the bridge did not see."""
+    if not result.statusHistory:
+        result.statusHistory = [event_flat(e) for e in record.status_history]
+    result.recordingUrl = result.recordingUrl or record.recording_url
+    result.recordingSid = result.recordingSid or record.recording_sid
+    if result.answeredBy is None and record.answered_by is not None:
+        result.answeredBy = record.answered_by
+        if result.status == "completed" and record.answered_by in MACHINE_ANSWERS:
+            result.status = "voicemail"

@@ -252,13 +252,3 @@ class DeliveryWorker:
             )
             await self.on_missing_result(record)
         return len(missing)
-
-
-class WakeOnResult:
-    """A result sink that only nudges the worker: the store already queued the delivery."""
-
-    def __init__(self, worker: DeliveryWorker) -> None:
-        self.worker = worker
-
-    async def publish(self, result: object) -> None:
-        self.worker.wake()

@@ -1,20 +1,37 @@
-"""TwiML documents, built with the twilio SDK."""
+"""TwiML documents: the per-call `<Connect><Stream>` written directly (it is served for every
+call), the rarer ones built with the twilio SDK."""
 
 from __future__ import annotations
 
 from twilio.twiml.voice_response import VoiceResponse
 
+_XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>'
+# What an attribute value needs escaped, as ElementTree (and so the SDK) writes it.
+_ATTRIBUTE = str.maketrans(
+    {
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        '"': "&quot;",
+        "\r": "&#13;",
+        "\n": "&#10;",
+        "\t": "&#09;",
+    }
+)
+
 
 def connect_stream(stream_url: str, parameters: dict[str, str]) -> str:
-    """`<Connect><Stream>` with per-call values as `<Parameter>`s (never in the URL query)."""
+    """`<Connect><Stream>` with per-call values as `<Parameter>`s (never in the URL query).
+    The same document the SDK's VoiceResponse writes, in a fraction of its time."""
     if "?" in stream_url:
         raise ValueError("a Stream url must not carry a query string; use parameters")
-    response = VoiceResponse()
-    connect = response.connect()
-    stream = connect.stream(url=stream_url)
-    for name, value in parameters.items():
-        stream.parameter(name=name, value=value)
-    return str(response.to_xml())
+    params = "".join(
+        f'<Parameter name="{name.translate(_ATTRIBUTE)}" value="{value.translate(_ATTRIBUTE)}" />'
+        for name, value in parameters.items()
+    )
+    url = stream_url.translate(_ATTRIBUTE)
+    stream = f'<Stream url="{url}">{params}</Stream>' if params else f'<Stream url="{url}" />'
+    return f"{_XML_HEAD}<Response><Connect>{stream}</Connect></Response>"
 
 
 def transfer_dial(

@@ -19,7 +19,7 @@ from caller_engine.config import Settings
 from caller_engine.metrics import Metrics
 from caller_engine.realtime.providers import build_connectors
 from caller_engine.results.outbox import Outbox
-from caller_engine.results.worker import DeliveryConfig, DeliveryWorker, WakeOnResult
+from caller_engine.results.worker import DeliveryConfig, DeliveryWorker
 from caller_engine.telephony.rest import TwilioGateway
 from caller_engine.tools import catalog
 from caller_engine.tools.end_call import END_CALL
@@ -109,7 +109,7 @@ def create_app(
         call_service.add_sink(MetricsSink(app_metrics))
         worker = _delivery_worker(settings, call_store, call_service)
         if worker is not None:
-            call_service.add_sink(WakeOnResult(worker))
+            call_service.on_delivery_queued(worker.wake)
             app[records.DELIVERY_WORKER] = worker
             worker.start()
         summarizer = _summarizer(settings)
