@@ -22,7 +22,7 @@ import readline from 'node:readline';
 import { writeFileSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { acceptUpgrade } from './ws.mjs';
-import { forEachMarker, stamp, MAX_STREAM } from './markers.mjs';
+import { forEachMarker, writeMarker, MAX_STREAM } from './markers.mjs';
 import { RealtimeModel, chatCompletion } from './model.mjs';
 import { RestApi, MediaStream, newSid, sign, post, postForm, parseStreamTwiml } from './twilio.mjs';
 import { now } from './clock.mjs';
@@ -180,6 +180,38 @@ class Gate {
   }
 }
 
+// A growable typed array: the measurements of a level stay out of the garbage collector's
+// way (no boxed numbers, no per-sample objects).
+class Series {
+  constructor(Type, capacity = 256, fill = 0) {
+    this.Type = Type;
+    this.fill = fill;
+    this.data = new Type(Math.max(16, capacity)).fill(fill);
+    this.length = 0;
+  }
+  grow(size) {
+    if (size <= this.data.length) return;
+    const data = new this.Type(Math.max(size, this.data.length * 2)).fill(this.fill);
+    data.set(this.data);
+    this.data = data;
+  }
+  push(...values) {
+    this.grow(this.length + values.length);
+    for (const v of values) this.data[this.length++] = v;
+  }
+  set(index, value) { // by index, for lookups (unset entries hold `fill`)
+    this.grow(index + 1);
+    this.data[index] = value;
+    if (index >= this.length) this.length = index + 1;
+  }
+  get(index) {
+    return index < this.length ? this.data[index] : this.fill;
+  }
+  toJSON() {
+    return Array.from(this.data.subarray(0, this.length));
+  }
+}
+
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 const round6 = (x) => (x === null ? null : Math.round(x * 1e6) / 1e6);
 const round3 = (x) => Math.round(x * 1e3) / 1e3;
@@ -220,6 +252,15 @@ async function runLevel(cfg) {
   counters.summaries = counters.otherPosts = 0;
 
   model.reset(plan, cfg.repeatFrom, {
+    newSession(session) {
+      const frames = Math.ceil((cfg.callSeconds ?? 60) * 50);
+      session.emittedSeq = new Series(Int32Array, frames);
+      session.emittedResponse = new Series(Int32Array, frames);
+      session.emittedAt = new Series(Float64Array, frames, NaN);
+      session.arrived = new Series(Int32Array, frames);
+      session.seen = new Series(Uint8Array, frames);
+      sessions.set(session.stream, session);
+    },
     inputAudio(session, data, at) {
       forEachMarker(data, (stream, seq) => {
         const call = byStream.get(stream);
@@ -231,10 +272,12 @@ async function runLevel(cfg) {
       });
     },
     audioDelta(session, chunk, at, responseId) {
-      sessions.set(session.stream, session);
+      let response = session.responseIds.indexOf(responseId);
+      if (response < 0) response = session.responseIds.push(responseId) - 1;
       forEachMarker(chunk, (stream, seq) => {
-        session.emitted.push(seq, at, responseId);
-        (session.emittedAt ??= [])[seq] = at;
+        session.emittedSeq.push(seq);
+        session.emittedResponse.push(response);
+        session.emittedAt.set(seq, at);
       });
     },
   });
@@ -253,12 +296,11 @@ async function runLevel(cfg) {
       if (!session) return;
       if (session.call === null) session.call = call.index;
       session.arrived.push(seq);
-      const seen = (session.seen ??= new Set());
-      if (seen.has(seq)) return;
-      seen.add(seq);
+      if (session.seen.get(seq)) return;
+      session.seen.set(seq, 1);
       framesOut++;
-      const emitted = session.emittedAt?.[seq];
-      if (!timed && emitted !== undefined) {
+      const emitted = session.emittedAt.get(seq);
+      if (!timed && !Number.isNaN(emitted)) {
         call.outTransit.push(at, (at - emitted) * 1000);
         timed = true;
       }
@@ -271,6 +313,7 @@ async function runLevel(cfg) {
     if (call.lastMediaAt === null || call.lastMediaAt < quietFrom) call.pendingTurn = ended;
   };
 
+  const scratch = Buffer.alloc(160);
   const sender = new FrameSender((player, at) => {
     const { call, media } = player;
     if (media.closed || media.closing) {
@@ -280,9 +323,11 @@ async function runLevel(cfg) {
     const seq = player.index;
     if (seq === 0) player.t0 = at; // a late first frame moves the whole call
     call.sentAt.push(at);
-    media.sendMedia(stamp(frames[seq], call.stream, seq), at);
+    frames[seq].copy(scratch); // stamped in a scratch frame: sendMedia encodes it at once
+    writeMarker(scratch, 0, call.stream, seq);
+    media.sendMedia(scratch, at);
     const first = utterances.get(seq);
-    if (first !== undefined && first < call.sentAt.length) speechEnd(call, call.sentAt[first], at);
+    if (first !== undefined && first < call.sentAt.length) speechEnd(call, call.sentAt.get(first), at);
     player.index++;
     player.due = player.t0 + player.index * FRAME_S;
     return player.index < frames.length;
@@ -351,7 +396,9 @@ async function runLevel(cfg) {
     const call = {
       index, stream: index % (MAX_STREAM + 1), callbackId: `replay-${cfg.runId}-${cfg.levelNo}-${index}`,
       callSid: null, startedAt: null, firstAudioAt: null, stoppedAt: null, error: null,
-      sentAt: [], inSeq: [], inAt: [], outTransit: [], clears: [], turns: [],
+      sentAt: new Series(Float64Array, frames.length), inSeq: new Series(Int32Array, frames.length),
+      inAt: new Series(Float64Array, frames.length), outTransit: new Series(Float64Array, 1024),
+      clears: [], turns: [],
       mediaMessages: 0, lastMediaAt: null, pendingTurn: null, media: null,
     };
     calls.push(call);
@@ -424,13 +471,15 @@ async function runLevel(cfg) {
     calls: calls.map((c) => ({
       index: c.index, stream: c.stream, callbackId: c.callbackId, callSid: c.callSid,
       startedAt: c.startedAt, firstAudioAt: c.firstAudioAt, stoppedAt: c.stoppedAt, error: c.error,
-      sentAt: c.sentAt.map(round6), inSeq: c.inSeq, inAt: c.inAt.map(round6),
-      outTransit: c.outTransit.map(round6), clears: c.clears, turns: c.turns.map(round6),
+      sentAt: c.sentAt.toJSON().map(round6), inSeq: c.inSeq, inAt: c.inAt.toJSON().map(round6),
+      outTransit: c.outTransit.toJSON().map(round6), clears: c.clears, turns: c.turns.map(round6),
       mediaMessages: c.mediaMessages,
     })),
     sessions: model.sessions.map((s) => ({
       stream: s.stream, call: s.call, speechStarted: s.speechStarted,
-      emitted: s.emitted.map((v) => (typeof v === 'number' ? round6(v) : v)),
+      emitted: s.emittedSeq.toJSON().flatMap((seq, i) => [
+        seq, round6(s.emittedAt.get(seq)), s.responseIds[s.emittedResponse.get(i)],
+      ]),
       arrived: s.arrived, cancelled: s.cancelled,
     })),
     lagMs: lagMs.map(round3),

@@ -6,8 +6,9 @@
 // `pace` times real time with a marker on every 20 ms frame, cancellation (response.cancel,
 // barge-in), truncation, and `conversation_already_has_active_response` refusals.
 //
-// Measurement hooks (`hooks.inputAudio`, `hooks.audioDelta`, `hooks.speechStarted`,
-// `hooks.cancelled`) are called with the monotonic time of the event.
+// Measurement hooks: `hooks.newSession(session)`, `hooks.inputAudio(session, data, at)` and
+// `hooks.audioDelta(session, chunk, at, responseId)`, with the monotonic time of the event;
+// each session keeps its speech_started times and cancelled responses itself.
 
 import { randomBytes } from 'node:crypto';
 import { stampFrames, countFrames, MAX_STREAM } from './markers.mjs';
@@ -159,6 +160,7 @@ export class RealtimeModel {
     const url = new URL(req.url, 'http://x');
     const session = new Session(this, ws, url.searchParams.get('model') || '', this._streams++ % (MAX_STREAM + 1));
     this.sessions.push(session);
+    this.hooks.newSession?.(session);
     const auth = req.headers.authorization || '';
     if ('openai-beta' in req.headers) {
       session.refuse('beta_api_shape_disabled', 'The beta API shape is no longer supported.', 4000);
@@ -199,9 +201,10 @@ class Session {
     // measurements
     this.call = null; // index of the call whose caller audio arrives here
     this.speechStarted = [];
-    this.emitted = []; // [seq, at, responseId]
     this.cancelled = []; // [responseId, at]
-    this.arrived = []; // seqs of this session's frames that reached the caller, in order
+    // Filled by the load driver: what was emitted when, what reached the caller.
+    this.emittedSeq = this.emittedResponse = this.emittedAt = this.arrived = this.seen = null;
+    this.responseIds = [];
     this.closed = false;
     ws.onClose = () => {
       this.closed = true;

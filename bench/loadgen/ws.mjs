@@ -22,11 +22,9 @@ function nextKey() {
   return keyOffset - 4;
 }
 
-// One frame: FIN set, `opcode`, `payload` (a Buffer), masked when `mask` is true.
-function encodeFrame(opcode, payload, mask) {
-  const n = payload.length;
+// Write the header of a final frame (`opcode`, payload length `n`); returns its size.
+function frameHead(out, opcode, n) {
   const head = n < 126 ? 2 : n < 65536 ? 4 : 10;
-  const out = Buffer.allocUnsafe(head + (mask ? 4 : 0) + n);
   out[0] = 0x80 | opcode;
   if (n < 126) {
     out[1] = n;
@@ -38,23 +36,53 @@ function encodeFrame(opcode, payload, mask) {
     out.writeUInt32BE(Math.floor(n / 2 ** 32), 2);
     out.writeUInt32BE(n >>> 0, 6);
   }
+  return head;
+}
+
+// Mask out[start, start + n) in place with a fresh key written just before it.
+function maskInPlace(out, start, n) {
+  const k = nextKey();
+  keyPool.copy(out, start - 4, k, k + 4);
+  const k0 = keyPool[k], k1 = keyPool[k + 1], k2 = keyPool[k + 2], k3 = keyPool[k + 3];
+  let i = start;
+  const end = start + n;
+  for (; i + 4 <= end; i += 4) {
+    out[i] ^= k0;
+    out[i + 1] ^= k1;
+    out[i + 2] ^= k2;
+    out[i + 3] ^= k3;
+  }
+  for (; i < end; i++) out[i] ^= keyPool[k + ((i - start) & 3)];
+}
+
+// One frame: FIN set, `opcode`, `payload` (a Buffer), masked when `mask` is true.
+function encodeFrame(opcode, payload, mask) {
+  const n = payload.length;
+  const size = n < 126 ? 2 : n < 65536 ? 4 : 10;
+  const out = Buffer.allocUnsafe(size + (mask ? 4 : 0) + n);
+  const head = frameHead(out, opcode, n);
   if (!mask) {
     payload.copy(out, head);
     return out;
   }
   out[1] |= 0x80;
-  const k = nextKey();
-  keyPool.copy(out, head, k, k + 4);
-  const start = head + 4;
-  const k0 = keyPool[k], k1 = keyPool[k + 1], k2 = keyPool[k + 2], k3 = keyPool[k + 3];
-  let i = 0;
-  for (; i + 4 <= n; i += 4) {
-    out[start + i] = payload[i] ^ k0;
-    out[start + i + 1] = payload[i + 1] ^ k1;
-    out[start + i + 2] = payload[i + 2] ^ k2;
-    out[start + i + 3] = payload[i + 3] ^ k3;
+  payload.copy(out, head + 4);
+  maskInPlace(out, head + 4, n);
+  return out;
+}
+
+// A text frame of `text`, encoded straight into the frame (no intermediate buffer).
+function encodeText(text, mask) {
+  const n = Buffer.byteLength(text, 'utf8');
+  const size = n < 126 ? 2 : n < 65536 ? 4 : 10;
+  const out = Buffer.allocUnsafe(size + (mask ? 4 : 0) + n);
+  const head = frameHead(out, OP_TEXT, n);
+  const start = head + (mask ? 4 : 0);
+  out.write(text, start, 'utf8');
+  if (mask) {
+    out[1] |= 0x80;
+    maskInPlace(out, start, n);
   }
-  for (; i < n; i++) out[start + i] = payload[i] ^ keyPool[k + (i & 3)];
   return out;
 }
 
@@ -92,7 +120,7 @@ export class WsConn {
   // Send one text message (a string); false once the connection is closing.
   sendText(text) {
     if (this.closed || this._closeSent) return false;
-    this.socket.write(encodeFrame(OP_TEXT, Buffer.from(text, 'utf8'), this.client));
+    this.socket.write(encodeText(text, this.client));
     return true;
   }
 

@@ -277,6 +277,7 @@ class NodeLoadgen:
             "total": level.total,
             "rampPerS": level.ramp_per_s,
             "initiate": level.initiate,
+            "callSeconds": self.audio.duration_s,
             "target": {
                 "url": self.target_url,
                 "apiKey": self.api_key,
