@@ -333,8 +333,8 @@ class Session {
       return null;
     }
     const threshold = this.emulator.vadThreshold * (Number(detection.threshold ?? 0.5) / 0.5 || 1);
-    const silenceMs = detection.silence_duration_ms ?? 500;
-    const prefixMs = detection.prefix_padding_ms ?? 300;
+    const silenceMs = detection.silence_duration_ms || 500; // as vad.py: 0 and null mean default
+    const prefixMs = detection.prefix_padding_ms || 300;
     let buf = this.pending.length ? Buffer.concat([this.pending, data]) : data;
     let at160 = 0;
     for (; at160 + 160 <= buf.length; at160 += 160) {
