@@ -195,9 +195,9 @@ class Series {
     data.set(this.data);
     this.data = data;
   }
-  push(...values) {
-    this.grow(this.length + values.length);
-    for (const v of values) this.data[this.length++] = v;
+  push(value) {
+    if (this.length === this.data.length) this.grow(this.length + 1);
+    this.data[this.length++] = value;
   }
   set(index, value) { // by index, for lookups (unset entries hold `fill`)
     this.grow(index + 1);
@@ -253,12 +253,12 @@ async function runLevel(cfg) {
 
   model.reset(plan, cfg.repeatFrom, {
     newSession(session) {
-      const frames = Math.ceil((cfg.callSeconds ?? 60) * 50);
-      session.emittedSeq = new Series(Int32Array, frames);
-      session.emittedResponse = new Series(Int32Array, frames);
-      session.emittedAt = new Series(Float64Array, frames, NaN);
-      session.arrived = new Series(Int32Array, frames);
-      session.seen = new Series(Uint8Array, frames);
+      const capacity = Math.ceil((cfg.callSeconds ?? 60) * 50); // frames in a call
+      session.emittedSeq = new Series(Int32Array, capacity);
+      session.emittedResponse = new Series(Int32Array, capacity);
+      session.emittedAt = new Series(Float64Array, capacity, NaN);
+      session.arrived = new Series(Int32Array, capacity);
+      session.seen = new Series(Uint8Array, capacity);
       sessions.set(session.stream, session);
     },
     inputAudio(session, data, at) {
@@ -301,7 +301,8 @@ async function runLevel(cfg) {
       framesOut++;
       const emitted = session.emittedAt.get(seq);
       if (!timed && !Number.isNaN(emitted)) {
-        call.outTransit.push(at, (at - emitted) * 1000);
+        call.outTransit.push(at);
+        call.outTransit.push((at - emitted) * 1000);
         timed = true;
       }
     });
@@ -504,7 +505,7 @@ async function command(line) {
       emit({ type: 'failed', error: String(exc && exc.stack ? exc.stack : exc) });
     }
   } else if (cmd.cmd === 'stats') {
-    emit({ type: 'stats', summaries: counters.summaries, otherPosts: counters.otherPosts, rest: rest.counts, violations: model.violations.slice(0, 20) });
+    emit({ type: 'stats', ...counters, rest: rest.counts, violations: model.violations.slice(0, 20) });
   } else if (cmd.cmd === 'exit') {
     process.exit(0);
   }

@@ -51,17 +51,6 @@ export function postForm(url, params, headers = {}) {
   return post(url, body, { ...headers, 'Content-Type': 'application/x-www-form-urlencoded' });
 }
 
-export function get(url) {
-  return new Promise((resolve, reject) => {
-    const req = http.get(url, { agent, timeout: 2000 }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode));
-    });
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.on('error', reject);
-  });
-}
-
 // -- TwiML --------------------------------------------------------------------------------
 
 const unescapeXml = (s) =>
