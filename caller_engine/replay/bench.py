@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from caller_engine.replay.costs import measure_call_costs
 from caller_engine.replay.driver import Driver, Level, LevelResult, Target
@@ -64,6 +64,7 @@ class BenchOptions:
     profile: Path | None = None  # a directory: py-spy profiles of the server, one per level
     cost_calls: int = 20  # calls measured one at a time for setup / teardown CPU (0: none)
     providers: tuple[str, ...] = ("openai",)  # realtime providers, measured one after another
+    driver: str = "python"  # "node": the Node.js load generator of bench/loadgen/ (turn cycle)
 
 
 @dataclass(frozen=True)
@@ -94,11 +95,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_environment(
-    emulators: Emulators, port: int, workdir: Path, level: int
-) -> dict[str, str]:
+class _Peers(Protocol):
+    """What the server under test talks to (`Emulators`, or the node load generator)."""
+
+    def server_env(self) -> dict[str, str]: ...
+
+
+class _Measuring(Protocol):
+    """A load driver: waits for the server, then measures it by pid."""
+
+    server_pid: int | None
+
+    async def wait_for_server(self, within: float) -> None: ...
+
+
+def server_environment(peers: _Peers, port: int, workdir: Path, level: int) -> dict[str, str]:
     env = {name: os.environ[name] for name in _PASS_ENV if name in os.environ}
-    env.update(emulators.server_env())
+    env.update(peers.server_env())
     env.update(
         BASE_URL=f"http://127.0.0.1:{port}",
         HOST="127.0.0.1",
@@ -189,7 +202,7 @@ async def start_profiler(pid: int, directory: Path, level: int | str) -> asyncio
 
 @contextlib.asynccontextmanager
 async def _running(
-    driver: Driver,
+    driver: _Measuring,
     server: ServerProcess,
     profile: Path | None,
     name: int | str,
@@ -216,6 +229,17 @@ def make_scenario(options: BenchOptions) -> AnyScenario:
 
 async def run_bench(options: BenchOptions, out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    if options.driver == "node":
+        from caller_engine.replay.loadgen import loadgen_script, node_refusal
+
+        refusal = node_refusal(
+            cycle=options.cycle,
+            tool=options.tool,
+            providers=options.providers,
+            script=loadgen_script(),
+        )
+        if refusal is not None:
+            raise ValueError(refusal)
     placement = plan_placement(options.pin)
     if placement.driver_cpus is not None:
         os.sched_setaffinity(0, placement.driver_cpus)
@@ -250,7 +274,6 @@ async def _bench_provider(
         agent = emulators.elevenlabs.agents[ELEVENLABS_AGENT]
         tool = {"type": "client", "name": scenario.tool, "description": scenario.tool}
         emulators.elevenlabs.define_client_tools(agent, [{**tool, "expects_response": True}])
-    await emulators.start()
     workdir = Path(tempfile.mkdtemp(prefix="caller-engine-bench-"))
     port = free_port()
     target = Target(
@@ -265,7 +288,8 @@ async def _bench_provider(
         f"{options.duration:g} s calls started at {options.ramp:g}/s; {options.cycle} cycle, "
         f"tool {'on' if options.tool else 'off'}, "
         f"{'with' if options.record else 'without'} initiate records; "
-        f"floor bridge {'on' if script else 'off'}; {placement.describe()}",
+        f"floor bridge {'on' if script else 'off'}; {options.driver} driver; "
+        f"{placement.describe()}",
         file=out,
         flush=True,
     )
@@ -275,6 +299,18 @@ async def _bench_provider(
     floors: list[LevelResult] = []
     costs: dict[str, Any] = {}
     log = workdir / "server.log"
+    if options.driver == "node":
+        from caller_engine.replay.loadgen import bench_node_levels
+
+        if options.cost_calls > 0:
+            print("  (per-call costs are measured with the Python driver only)", file=out)
+        results, floors = await bench_node_levels(
+            options, placement, scenario, audio[0], emulators.options, port, workdir, script, out
+        )
+        return _provider_report(
+            provider, options, placement, scenario, emulators, results, floors, costs, workdir, out
+        )
+    await emulators.start()
     server_env = server_environment(emulators, port, workdir, 0)
     try:
         async with (
@@ -317,6 +353,24 @@ async def _bench_provider(
         raise
     finally:
         await emulators.stop()
+    return _provider_report(
+        provider, options, placement, scenario, emulators, results, floors, costs, workdir, out
+    )
+
+
+def _provider_report(
+    provider: str,
+    options: BenchOptions,
+    placement: Placement,
+    scenario: AnyScenario,
+    emulators: Emulators,
+    results: list[LevelResult],
+    floors: list[LevelResult],
+    costs: dict[str, Any],
+    workdir: Path,
+    out: TextIO,
+) -> tuple[dict[str, Any], list[LevelResult]]:
+    """The report of one provider's levels (and the floor's beside them), printed."""
     levels = [r.report for r in results]
     comparison = [compare(p.report, f.report) for p, f in zip(results, floors, strict=False)]
     targets = evaluate_targets(levels) + floor_targets(comparison)
@@ -327,6 +381,7 @@ async def _bench_provider(
         "rampPerS": options.ramp,
         "placement": placement.describe(),
         "initiateRecords": options.record,
+        "driver": options.driver,
         "scenario": {
             "cycle": options.cycle,
             "cycleMs": scenario.cycle_ms,

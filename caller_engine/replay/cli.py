@@ -116,7 +116,20 @@ def _bench(args: argparse.Namespace) -> int:
         record=not args.no_record,
         floor=not args.no_floor,
         providers=tuple(args.provider),
+        driver=args.driver,
     )
+    if options.driver == "node":
+        from caller_engine.replay.loadgen import loadgen_script, node_refusal
+
+        refusal = node_refusal(
+            cycle=options.cycle,
+            tool=options.tool,
+            providers=options.providers,
+            script=loadgen_script(),
+        )
+        if refusal is not None:
+            print(f"caller-engine bench: {refusal}", file=sys.stderr)
+            return 2
     try:
         return asyncio.run(run_bench(options))
     except KeyboardInterrupt:
@@ -257,5 +270,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         default=20,
         metavar="N",
         help="calls made one at a time to measure setup / teardown CPU (default 20; 0: skip)",
+    )
+    bench.add_argument(
+        "--driver",
+        choices=("python", "node"),
+        default="python",
+        help="load driver and emulators: python (this process) or node (bench/loadgen/, a "
+        "Node.js process of its own; turn cycle without the tool only)",
     )
     bench.set_defaults(func=_bench)
