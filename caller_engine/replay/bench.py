@@ -63,6 +63,7 @@ class BenchOptions:
     floor: bool = True  # also run the floor bridge at every level, side by side
     profile: Path | None = None  # a directory: py-spy profiles of the server, one per level
     cost_calls: int = 20  # calls measured one at a time for setup / teardown CPU (0: none)
+    cost_burst: int = 10  # and the same number again in bursts of this many (1: not)
     providers: tuple[str, ...] = ("openai",)  # realtime providers, measured one after another
     driver: str = "python"  # "node": the Node.js load generator of bench/loadgen/ (turn cycle)
 
@@ -319,20 +320,25 @@ async def _bench_provider(
         ):
             if options.cost_calls > 0:
                 server = ServerProcess(server_env, workdir, placement.server_cpu, log)
+                bursts = (1, options.cost_burst) if options.cost_burst > 1 else (1,)
                 async with _running(driver, server, options.profile, "costs"):
-                    for with_record in (True, False):
-                        key = "withRecord" if with_record else "withoutRecord"
-                        costs[key] = await measure_call_costs(
-                            driver, options.cost_calls, with_record=with_record
-                        )
+                    for burst in bursts:
+                        for with_record in (True, False):
+                            key = cost_key("withRecord" if with_record else "withoutRecord", burst)
+                            costs[key] = await measure_call_costs(
+                                driver, options.cost_calls, with_record=with_record, burst=burst
+                            )
                 if script is not None:  # the same calls without a record, on the floor
                     model_url = server_env["OPENAI_REALTIME_URL"]
                     command = floor_command(script, port, model_url, emulators.options.openai_key)
                     floor = ServerProcess(server_env, workdir, placement.server_cpu, log, command)
                     async with _running(bare, floor, None, "floor-costs"):
-                        costs["floor"] = await measure_call_costs(
-                            bare, options.cost_calls, with_record=False
-                        )
+                        for burst in bursts:
+                            costs[cost_key("floor", burst)] = await measure_call_costs(
+                                bare, options.cost_calls, with_record=False, burst=burst
+                            )
+                if len(bursts) > 1:
+                    costs["burst"] = options.cost_burst
                 print("\n" + format_costs(costs), file=out, flush=True)
             for level in options.levels:
                 env = server_environment(emulators, port, workdir, level)
@@ -483,22 +489,37 @@ def floor_targets(comparison: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def cost_key(kind: str, burst: int) -> str:
+    """Where `costs` keeps a kind of call's figures: one at a time, or in bursts."""
+    return kind if burst == 1 else kind + "Burst"
+
+
 def format_costs(costs: dict[str, Any]) -> str:
-    """Per-call CPU of the server by phase, calls made one at a time."""
-    lines = [
-        "Server CPU per call, one call at a time (ms; median / mean / max, first call):",
-    ]
-    floor = costs.get("floor") or {}
-    rows = (("withRecord", "initiated"), ("withoutRecord", "no record"), ("floor", "floor"))
-    for key, label in rows:
-        for phase, figures in (costs.get(key) or {}).items():
-            line = (
-                f"  {label:<10} {phase:<9} {figures['medianMs']:6.2f} / {figures['meanMs']:6.2f}"
-                f" / {figures['maxMs']:6.2f}, first {figures['firstMs']:.2f}"
-                f"  ({figures['calls']} calls)"
+    """Per-call CPU of the server by phase: calls made one at a time, then in bursts."""
+    lines = []
+    bursts = (1, int(costs["burst"])) if "burst" in costs else (1,)
+    for burst in bursts:
+        if burst == 1:
+            lines.append(
+                "Server CPU per call, one call at a time (ms; median / mean / max, first call):"
             )
-            base = floor.get(phase, {}).get("medianMs")
-            if key != "floor" and base:
-                line += f"  median {figures['medianMs'] / base:.2f}× the floor's"
-            lines.append(line)
+        else:
+            lines.append(
+                f"Server CPU per call, calls in bursts of {burst} (ms per call; median / mean / "
+                "max, first burst):"
+            )
+        floor = costs.get(cost_key("floor", burst)) or {}
+        rows = (("withRecord", "initiated"), ("withoutRecord", "no record"), ("floor", "floor"))
+        for kind, label in rows:
+            for phase, figures in (costs.get(cost_key(kind, burst)) or {}).items():
+                line = (
+                    f"  {label:<10} {phase:<9} {figures['medianMs']:6.2f} / "
+                    f"{figures['meanMs']:6.2f} / {figures['maxMs']:6.2f}, first "
+                    f"{figures['firstMs']:.2f}  ({figures['calls']} "
+                    f"{'calls' if burst == 1 else 'bursts'})"
+                )
+                base = floor.get(phase, {}).get("medianMs")
+                if kind != "floor" and base:
+                    line += f"  median {figures['medianMs'] / base:.2f}× the floor's"
+                lines.append(line)
     return "\n".join(lines)

@@ -112,6 +112,7 @@ def _bench(args: argparse.Namespace) -> int:
         tool=not args.no_tool,
         profile=args.profile,
         cost_calls=args.cost_calls,
+        cost_burst=args.cost_burst,
         cycle=args.cycle,
         record=not args.no_record,
         floor=not args.no_floor,
@@ -270,6 +271,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         default=20,
         metavar="N",
         help="calls made one at a time to measure setup / teardown CPU (default 20; 0: skip)",
+    )
+    bench.add_argument(
+        "--cost-burst",
+        type=int,
+        default=10,
+        metavar="N",
+        help="the same number of calls again, N at a time: CPU per call on a busy server "
+        "(default 10; 1: skip)",
     )
     bench.add_argument(
         "--driver",

@@ -7,6 +7,12 @@ post-call work up to the stored result). Each phase is timed from its first requ
 server has been idle for a while, by the CPU time of all its threads in nanoseconds
 (`/proc/<pid>/task/*/schedstat`), less what the idle server spends in the same time. The
 greeting is one 100 ms delta, so streaming it costs next to nothing.
+
+One call at a time, every phase starts on a server that has just idled: its code and data
+are no longer in the CPU's caches, which makes each phase dearer than the same work on a busy
+server. With `burst` > 1, that many calls go through each phase together (a burst of call
+starts, then of hang-ups) and the phase's CPU is divided among them: the cost per call on a
+warm server.
 """
 
 from __future__ import annotations
@@ -61,8 +67,8 @@ class Meter:
     def begin(self) -> tuple[int, float]:
         return cpu_ns(self.pid) or 0, asyncio.get_running_loop().time()
 
-    async def settle_and_record(self, phase: str, mark: tuple[int, float]) -> None:
-        """Wait until the server is idle, then record the phase's CPU in ms."""
+    async def settle_and_record(self, phase: str, mark: tuple[int, float], calls: int = 1) -> None:
+        """Wait until the server is idle, then record the phase's CPU in ms per call."""
         loop = asyncio.get_running_loop()
         quiet = 0
         last = cpu_ns(self.pid) or 0
@@ -75,7 +81,7 @@ class Meter:
             last = now
         elapsed = loop.time() - mark[1]
         used = last - mark[0] - self.idle_ns_per_s * elapsed
-        self.phases.setdefault(phase, []).append(max(0.0, used) / 1e6)
+        self.phases.setdefault(phase, []).append(max(0.0, used) / 1e6 / calls)
 
     def report(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -90,9 +96,12 @@ class Meter:
         return out
 
 
-async def measure_call_costs(driver: Driver, calls: int, *, with_record: bool) -> dict[str, Any]:
-    """CPU per phase for `calls` calls made one after another (the first call also pays for
-    what the server loads on first use; the median leaves that out)."""
+async def measure_call_costs(
+    driver: Driver, calls: int, *, with_record: bool, burst: int = 1
+) -> dict[str, Any]:
+    """CPU per call and phase for `calls` calls, made `burst` at a time (one at a time: the
+    first call also pays for what the server loads on first use; the median leaves that
+    out)."""
     pid = driver.server_pid
     if pid is None or cpu_ns(pid) is None:
         return {}
@@ -104,24 +113,50 @@ async def measure_call_costs(driver: Driver, calls: int, *, with_record: bool) -
     meter = Meter(pid)
     await meter.calibrate()
     kind = "record" if with_record else "norecord"
-    for index in range(calls):
-        callback_id = f"cost-{driver.run_id}-{kind}-{index}"
-        await _one_call(driver, meter, callback_id, with_record)
+    for first in range(0, calls, burst):
+        names = [
+            f"cost-{driver.run_id}-{kind}-{burst}-{index}"
+            for index in range(first, min(calls, first + burst))
+        ]
+        await _calls(driver, meter, names, with_record)
     return meter.report()
 
 
-async def _one_call(driver: Driver, meter: Meter, callback_id: str, with_record: bool) -> None:
-    target = driver.target
-    status_url: str | None = None
+async def _calls(driver: Driver, meter: Meter, callback_ids: list[str], with_record: bool) -> None:
+    """The calls' phases, each phase for all of them at once."""
+    target, n = driver.target, len(callback_ids)
     if with_record:
         mark = meter.begin()
-        call_sid = await driver._initiate(callback_id)
-        await meter.settle_and_record("initiate", mark)
-        twiml_url, status_url = driver._call_urls(call_sid, callback_id)
+        sids = await asyncio.gather(*(driver._initiate(c) for c in callback_ids))
+        await meter.settle_and_record("initiate", mark, n)
+        urls = [driver._call_urls(sid, c) for sid, c in zip(sids, callback_ids, strict=True)]
     else:
-        call_sid = new_sid("CA")
-        twiml_url = f"{target.url}/twiml/outbound?callbackId={quote(callback_id)}"
+        sids = [new_sid("CA") for _ in callback_ids]
+        urls = [(f"{target.url}/twiml/outbound?callbackId={quote(c)}", None) for c in callback_ids]
     mark = meter.begin()
+    answered = await asyncio.gather(
+        *(_answer(driver, sid, url, status) for sid, (url, status) in zip(sids, urls, strict=True)),
+        return_exceptions=True,
+    )
+    clients = [c for c in answered if isinstance(c, TwilioMediaClient)]
+    try:
+        if len(clients) < n:
+            raise next(e for e in answered if isinstance(e, BaseException))
+        await meter.settle_and_record("setup", mark, n)
+        mark = meter.begin()
+        await asyncio.gather(*(c.stop() for c in clients))
+        for client, (_, status) in zip(clients, urls, strict=True):
+            driver._status(status, client.call_sid, "completed", 2, CallDuration="1")
+        await meter.settle_and_record("teardown", mark, n)
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+
+
+async def _answer(
+    driver: Driver, call_sid: str, twiml_url: str, status_url: str | None
+) -> TwilioMediaClient:
+    """What Twilio does once the callee answers, up to the first greeting audio."""
+    target = driver.target
     stream_url, params = await driver._fetch_twiml(twiml_url, call_sid)
     driver._status(status_url, call_sid, "in-progress", 1)
     client = TwilioMediaClient(
@@ -136,10 +171,7 @@ async def _one_call(driver: Driver, meter: Meter, callback_id: str, with_record:
     await client.connect()
     try:
         await client.wait_until(lambda: client.first_audio_at is not None, 10)
-        await meter.settle_and_record("setup", mark)
-        mark = meter.begin()
-        await client.stop()
-        driver._status(status_url, call_sid, "completed", 2, CallDuration="1")
-        await meter.settle_and_record("teardown", mark)
-    finally:
+    except BaseException:
         await client.close()
+        raise
+    return client
