@@ -246,6 +246,7 @@ async def test_call_costs_are_measured_per_phase_with_and_without_a_record(
     """The bench's per-call CPU phases run against a server (here in this process, whose
     own polling counts as quiet)."""
     from caller_engine.replay import costs
+    from caller_engine.replay.bench import format_costs
     from caller_engine.replay.costs import cpu_ns, measure_call_costs
 
     if cpu_ns(os.getpid()) is None:
@@ -259,9 +260,14 @@ async def test_call_costs_are_measured_per_phase_with_and_without_a_record(
         driver.server_pid = os.getpid()
         with_record = await measure_call_costs(driver, 2, with_record=True)
         without = await measure_call_costs(driver, 2, with_record=False)
+        placed = len(emulators.rest.calls)
+        in_bursts = await measure_call_costs(driver, 4, with_record=True, burst=2)
     assert set(with_record) == {"initiate", "setup", "teardown"}
     assert set(without) == {"setup", "teardown"}
-    for figures in (*with_record.values(), *without.values()):
-        assert figures["calls"] == 2
+    for figures in (*with_record.values(), *without.values(), *in_bursts.values()):
+        assert figures["calls"] == 2  # calls one at a time, or bursts of two
         assert 0 < figures["medianMs"] <= figures["maxMs"]
-    assert emulators.rest.calls  # the initiated calls were placed through Twilio's REST API
+    assert placed == 2  # the initiated calls were placed through Twilio's REST API
+    assert len(emulators.rest.calls) == placed + 4  # each burst placed its two calls
+    text = format_costs({"withRecord": with_record, "withRecordBurst": in_bursts, "burst": 2})
+    assert "one call at a time" in text and "in bursts of 2" in text

@@ -220,7 +220,9 @@ def evaluate_targets(levels: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def format_targets(targets: Sequence[dict[str, Any]]) -> str:
     lines = []
     for t in targets:
-        mark = "met   " if t["met"] else "MISSED"
+        # A figure the run could not measure (no barge-in in the turn cycle, say) is no miss.
+        measured = isinstance(t["value"], int | float)
+        mark = "met   " if t["met"] else "MISSED" if measured else "n/a   "
         lines.append(
             f"  {mark} {t['calls']:>4} calls  {t['target']}: {_num(t['value'])} (≤ {t['limit']:g})"
         )
