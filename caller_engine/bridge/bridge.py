@@ -94,7 +94,7 @@ class Bridge:
         """Twilio fetched the TwiML: the call is answered. Open the model session now."""
         read = True
         try:
-            record = await self.store.get(callback_id)
+            record = self.calls.placed.take(callback_id) or await self.store.get(callback_id)
         except StoreUnavailable as exc:
             call_logger(callback_id, call_sid).warning(
                 "database unavailable ({}): the default agent takes the call", exc

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from caller_engine.calls.models import MACHINE_ANSWERS, CallRecord, InitiateRequest, utcnow
 from caller_engine.calls.pending import PendingWrites
+from caller_engine.calls.placed import PlacedCalls
 from caller_engine.calls.result import CallResult, ResultSink
 from caller_engine.calls.status import event_from_params
 from caller_engine.calls.store import CallStore, DuplicateCall, Saved
@@ -69,6 +70,8 @@ class CallService:
         self.duplicate_wait = DUPLICATE_WAIT
         # Writes the database could not take now (it is down): retried until stored.
         self.pending = PendingWrites(limit=settings.pending_writes_limit)
+        # What the stream's start needs of the calls placed here, without reading it back.
+        self.placed = PlacedCalls()
 
     def add_sink(self, sink: ResultSink) -> None:
         self._sinks.append(sink)
@@ -233,6 +236,7 @@ class CallService:
             " (calling hours overridden)" if overridden else "",
         )
         record.call_sid, record.status = created.sid, created.status
+        self.placed.add(stored or record)
         return InitiateOutcome(stored or record, duplicate=False)
 
     async def _settled(self, record: CallRecord) -> CallRecord:
@@ -278,6 +282,8 @@ class CallService:
         call_sid = params.get("CallSid", "")
         answered_by = params.get("AnsweredBy", "unknown")
         record = await self.store.set_answered_by(call_sid, answered_by, callback_id)
+        if record is not None:
+            self.placed.forget(record.callback_id)  # the stream's start reads the verdict
         log = call_logger(record.callback_id if record else callback_id, call_sid)
         log.info(
             "answered by {} (detection {} ms)",
