@@ -228,19 +228,24 @@ def make_scenario(options: BenchOptions) -> AnyScenario:
     return TurnCycle(tool=tool) if options.cycle == "turns" else Scenario(tool=tool)
 
 
+def driver_refusal(options: BenchOptions) -> str | None:
+    """Why the chosen load driver cannot run these options (one sentence), or None."""
+    if options.driver != "node":
+        return None
+    from caller_engine.replay.loadgen import loadgen_script, node_refusal
+
+    return node_refusal(
+        cycle=options.cycle,
+        tool=options.tool,
+        providers=options.providers,
+        script=loadgen_script(),
+    )
+
+
 async def run_bench(options: BenchOptions, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    if options.driver == "node":
-        from caller_engine.replay.loadgen import loadgen_script, node_refusal
-
-        refusal = node_refusal(
-            cycle=options.cycle,
-            tool=options.tool,
-            providers=options.providers,
-            script=loadgen_script(),
-        )
-        if refusal is not None:
-            raise ValueError(refusal)
+    if (refusal := driver_refusal(options)) is not None:
+        raise ValueError(refusal)
     placement = plan_placement(options.pin)
     if placement.driver_cpus is not None:
         os.sched_setaffinity(0, placement.driver_cpus)

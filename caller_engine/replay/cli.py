@@ -98,7 +98,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from caller_engine.replay.bench import BenchOptions, run_bench
+    from caller_engine.replay.bench import BenchOptions, driver_refusal, run_bench
 
     if not _plot_ok(args.plot):
         return 2
@@ -119,18 +119,9 @@ def _bench(args: argparse.Namespace) -> int:
         providers=tuple(args.provider),
         driver=args.driver,
     )
-    if options.driver == "node":
-        from caller_engine.replay.loadgen import loadgen_script, node_refusal
-
-        refusal = node_refusal(
-            cycle=options.cycle,
-            tool=options.tool,
-            providers=options.providers,
-            script=loadgen_script(),
-        )
-        if refusal is not None:
-            print(f"caller-engine bench: {refusal}", file=sys.stderr)
-            return 2
+    if (refusal := driver_refusal(options)) is not None:
+        print(f"caller-engine bench: {refusal}", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(run_bench(options))
     except KeyboardInterrupt:

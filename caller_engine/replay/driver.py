@@ -96,6 +96,30 @@ def steady_window(calls: list[CallProbe]) -> tuple[float, float, int, bool] | No
     return start, end, max(1, round(busy / max(end - start, 1e-9))), False
 
 
+def level_figures(
+    recorder: Recorder, level: Level, *, call_seconds: float, wall_seconds: float
+) -> tuple[dict[str, Any], dict[str, list[float]], tuple[float, float, int, bool] | None]:
+    """A level's report (its figures over the steady window, which it names), its latency
+    samples, and that window."""
+    window = steady_window(recorder.calls)
+    figures = recorder.finish(window[:2] if window else None)
+    samples = figures.pop("_samples")
+    report: dict[str, Any] = {
+        "concurrency": level.concurrency,
+        "rampPerS": level.ramp_per_s,
+        "callSeconds": round(call_seconds, 3),
+        "wallSeconds": round(wall_seconds, 3),
+        **figures,
+    }
+    if window is not None:
+        report["window"] = {
+            "seconds": round(window[1] - window[0], 3),
+            "activeCalls": window[2],
+            "allCallsUp": window[3],
+        }
+    return report, samples, window
+
+
 class Driver:
     def __init__(
         self,
@@ -144,21 +168,7 @@ class Driver:
 
     async def wait_for_server(self, within: float) -> None:
         """Until GET /health answers 200; ReplayError after `within` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        last = "no answer"
-        while loop.time() < deadline:
-            try:
-                async with self._http().get(
-                    self.target.url + "/health", timeout=aiohttp.ClientTimeout(total=2)
-                ) as resp:
-                    if resp.status == 200:
-                        return
-                    last = f"HTTP {resp.status}"
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                last = type(exc).__name__
-            await asyncio.sleep(0.2)
-        raise ReplayError(f"server at {self.target.url} not healthy within {within:g} s ({last})")
+        await wait_healthy(self._http(), self.target.url, within)
 
     # -- one level -------------------------------------------------------------------------
 
@@ -234,22 +244,12 @@ class Driver:
             if gc_was_enabled:
                 gc.enable()
         self._progress_line(level, recorder, tasks, began, final=True)
-        window = steady_window(recorder.calls)
-        figures = recorder.finish(window[:2] if window else None)
-        samples = figures.pop("_samples")
-        report: dict[str, Any] = {
-            "concurrency": level.concurrency,
-            "rampPerS": level.ramp_per_s,
-            "callSeconds": round(max(a.duration_s for a in self.audio), 3),
-            "wallSeconds": round(loop.time() - began, 3),
-            **figures,
-        }
-        if window is not None:
-            report["window"] = {
-                "seconds": round(window[1] - window[0], 3),
-                "activeCalls": window[2],
-                "allCallsUp": window[3],
-            }
+        report, samples, window = level_figures(
+            recorder,
+            level,
+            call_seconds=max(a.duration_s for a in self.audio),
+            wall_seconds=loop.time() - began,
+        )
         if server is not None and window is not None:
             report["server"] = _usage_report(
                 server, window, baseline.rss_bytes if baseline else None
@@ -430,6 +430,24 @@ class Driver:
     async def _drain_background(self) -> None:
         if self._background:
             await asyncio.wait(set(self._background), timeout=10)
+
+
+async def wait_healthy(http: aiohttp.ClientSession, url: str, within: float) -> None:
+    """Until the server at `url` answers GET /health with 200; ReplayError after `within`
+    seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    last = "no answer"
+    while loop.time() < deadline:
+        try:
+            async with http.get(url + "/health", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                if resp.status == 200:
+                    return
+                last = f"HTTP {resp.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            last = type(exc).__name__
+        await asyncio.sleep(0.2)
+    raise ReplayError(f"server at {url} not healthy within {within:g} s ({last})")
 
 
 def parse_stream_twiml(text: str) -> tuple[str, dict[str, str]]:

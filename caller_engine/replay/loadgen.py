@@ -36,7 +36,8 @@ from caller_engine.replay.driver import (
     ReplayError,
     _machine_report,
     _usage_report,
-    steady_window,
+    level_figures,
+    wait_healthy,
 )
 from caller_engine.replay.emulators import CHUNK_MS, EmulatorOptions
 from caller_engine.replay.floor import floor_command
@@ -249,22 +250,8 @@ class NodeLoadgen:
 
     async def wait_for_server(self, within: float) -> None:
         """Until the server's GET /health answers 200; ReplayError after `within` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        last = "no answer"
         async with aiohttp.ClientSession() as http:
-            while loop.time() < deadline:
-                try:
-                    async with http.get(
-                        self.target_url + "/health", timeout=aiohttp.ClientTimeout(total=2)
-                    ) as resp:
-                        if resp.status == 200:
-                            return
-                        last = f"HTTP {resp.status}"
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    last = type(exc).__name__
-                await asyncio.sleep(0.2)
-        raise ReplayError(f"server at {self.target_url} not healthy within {within:g} s ({last})")
+            await wait_healthy(http, self.target_url, within)
 
     def _level_command(self, level: Level, out: Path) -> dict[str, Any]:
         plan = self.scenario.responses()
@@ -356,23 +343,11 @@ def level_result(
 ) -> LevelResult:
     """The level's report and samples from the generator's raw measurements (`data`)."""
     recorder = rebuild_recorder(data, scenario.responses(), scenario.repeat_from)
-    window = steady_window(recorder.calls)
-    figures = recorder.finish(window[:2] if window else None)
-    samples = figures.pop("_samples")
-    report: dict[str, Any] = {
-        "concurrency": level.concurrency,
-        "rampPerS": level.ramp_per_s,
-        "callSeconds": round(duration_s, 3),
-        "wallSeconds": round(wall_s, 3),
-        **figures,
-    }
+    report, samples, window = level_figures(
+        recorder, level, call_seconds=duration_s, wall_seconds=wall_s
+    )
     server, driver, machine = samplers
     if window is not None:
-        report["window"] = {
-            "seconds": round(window[1] - window[0], 3),
-            "activeCalls": window[2],
-            "allCallsUp": window[3],
-        }
         if server is not None:
             report["server"] = _usage_report(server, window, baseline_rss)
         if driver is not None:
