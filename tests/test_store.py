@@ -5,17 +5,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import event, inspect
+from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import ClauseElement
 
+from caller_engine.calls import sql_prepared, sql_store
 from caller_engine.calls.migrations import LATEST, current_version, upgrade
 from caller_engine.calls.models import AgentOverrides, CallRecord, StatusEvent
 from caller_engine.calls.result import CallResult
 from caller_engine.calls.schema import metadata
+from caller_engine.calls.sql_prepared import prepared
 from caller_engine.calls.sql_store import SqlCallStore
 from caller_engine.calls.store import DuplicateCall, Saved
 from tests.store_backends import Database, FakeClock, clock, db, store  # noqa: F401
@@ -215,24 +219,22 @@ async def test_a_result_is_completed_from_the_record_as_it_is_stored(
 
 
 async def test_a_change_writes_only_the_columns_it_changed(
-    store: SqlCallStore, db: Database
+    store: SqlCallStore, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await store.create(_record())
     await store.dialed("cb-1", "CA1", "queued")
     updates: list[str] = []
 
-    def seen(conn: Connection, cursor: object, statement: str, *args: object) -> None:
-        if statement.lstrip().upper().startswith("UPDATE CALLS"):
-            updates.append(statement)
+    def seen(conn: Connection, statement: ClauseElement, values: Mapping[str, Any]) -> int:
+        sql = prepared(statement, conn.dialect).sql
+        if sql.lstrip().upper().startswith("UPDATE CALLS"):
+            updates.append(sql)
+        return sql_prepared.execute(conn, statement, values)
 
-    engine = store.db.engine
-    engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
-        await store.stream_started("cb-1", "MZ1")
-        await store.add_status("CA1", _event("in-progress", 1), callback_id="cb-1")
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
+    monkeypatch.setattr(sql_store, "execute", seen)
+    await store.stream_started("cb-1", "MZ1")
+    await store.add_status("CA1", _event("in-progress", 1), callback_id="cb-1")
+    monkeypatch.undo()
     started, status = (u.split(" WHERE ")[0] for u in updates)
     assert "stream_sid" in started and "stream_started_at" in started
     assert "agent" not in started and "status" not in started

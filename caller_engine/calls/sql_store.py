@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
 from loguru import logger
 from sqlalchemy import (
-    Row,
-    RowMapping,
     Select,
     and_,
     bindparam,
@@ -42,6 +40,7 @@ from caller_engine.calls.models import CallRecord, DncEntry, StatusEvent, utcnow
 from caller_engine.calls.result import CallResult
 from caller_engine.calls.schema import calls, deliveries, do_not_call
 from caller_engine.calls.sql_engine import Database, Operation, open_database
+from caller_engine.calls.sql_prepared import execute, fetch_one
 from caller_engine.calls.sql_rows import (
     delivery_from_row,
     dnc_from_row,
@@ -101,16 +100,36 @@ def _update(columns: tuple[str, ...]) -> Update:
     )
 
 
+# What every call's start and end write, with parameters bound per execution (sql_prepared).
+_INSERT = {
+    "sqlite": sqlite_insert(calls)
+    .values({c.name: bindparam(c.name) for c in calls.c})
+    .on_conflict_do_nothing(index_elements=[calls.c.callback_id]),
+    "postgresql": pg_insert(calls)
+    .values({c.name: bindparam(c.name) for c in calls.c})
+    .on_conflict_do_nothing(index_elements=[calls.c.callback_id]),
+}
+_LOCK_DELIVERY = (
+    select(deliveries).where(deliveries.c.callback_id == bindparam("key")).with_for_update()
+)
+_SET_PAYLOAD = (
+    update(deliveries)
+    .where(deliveries.c.callback_id == bindparam("key"))
+    .values(payload=bindparam("payload"))
+)
+_QUEUE_DELIVERY = deliveries.insert().values({c.name: bindparam(c.name) for c in deliveries.c})
+
+
 def _locked(conn: Connection, query: Select[Any], key: str) -> Locked | None:
-    row = conn.execute(query, {"key": key}).first()
-    return Locked(record_from_row(row._mapping), row._mapping) if row is not None else None
+    row = fetch_one(conn, query, {"key": key})
+    return Locked(record_from_row(row), row) if row is not None else None
 
 
 class Locked(NamedTuple):
     """A record read under its row lock, and the row as stored (what `_write` compares)."""
 
     record: CallRecord
-    row: RowMapping
+    row: Mapping[str, Any]
 
 
 class SqlCallStore:
@@ -158,8 +177,7 @@ class SqlCallStore:
 
     # -- reading ---------------------------------------------------------------------
 
-    def _record(self, row: Row[Any]) -> CallRecord:
-        mapping = row._mapping
+    def _record(self, mapping: Mapping[Any, Any]) -> CallRecord:
         delivery = None
         if mapping["d_callback_id"] is not None:
             d_row = {c.name: mapping["d_" + c.name] for c in deliveries.c}
@@ -167,7 +185,7 @@ class SqlCallStore:
         return record_from_row(mapping, delivery)
 
     def _one(self, conn: Connection, query: Select[Any], key: str) -> CallRecord | None:
-        row = conn.execute(query, {"key": key}).first()
+        row = fetch_one(conn, query, {"key": key})
         return self._record(row) if row is not None else None
 
     @guarded
@@ -204,7 +222,9 @@ class SqlCallStore:
                 )
             )
         query = query.order_by(calls.c.created_at.desc(), calls.c.callback_id.desc()).limit(limit)
-        return await self._read(lambda conn: [self._record(r) for r in conn.execute(query)])
+        return await self._read(
+            lambda conn: [self._record(r._mapping) for r in conn.execute(query)]
+        )
 
     # -- creating --------------------------------------------------------------------
 
@@ -226,13 +246,8 @@ class SqlCallStore:
                 refusal = self._admit(conn, record, admission)
                 if refusal is not None:
                     return refusal
-            insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-            stmt = (
-                insert(calls)
-                .values(**values, updated_at=now, dial_attempts=1)
-                .on_conflict_do_nothing(index_elements=[calls.c.callback_id])
-            )
-            if conn.execute(stmt).rowcount == 1:
+            row = {**values, "updated_at": now, "dial_attempts": 1}
+            if execute(conn, _INSERT[conn.dialect.name], row) == 1:
                 return None
             takeover = (
                 update(calls)
@@ -336,7 +351,7 @@ class SqlCallStore:
         params = {"v_" + name: values[name] for name in columns}
         params["v_updated_at"] = self.clock()
         params["key"] = record.callback_id
-        conn.execute(_update(columns), params)
+        execute(conn, _update(columns), params)
 
     async def _change(
         self, callback_id: str, change: Callable[[CallRecord], bool]
@@ -452,10 +467,9 @@ class SqlCallStore:
                 log.warning("result for an unknown call")
                 return Saved.DROPPED
             record = locked.record
-            query = select(deliveries).where(deliveries.c.callback_id == result.callbackId)
-            delivery = conn.execute(query.with_for_update()).first()
+            delivery = fetch_one(conn, _LOCK_DELIVERY, {"key": result.callbackId})
             started = delivery is not None and (
-                delivery.attempts > 0 or delivery.lease_owner is not None
+                delivery["attempts"] > 0 or delivery["lease_owner"] is not None
             )
             if not takes_result(record.result_source, started, source):
                 log.warning(
@@ -471,25 +485,20 @@ class SqlCallStore:
             url = record.result_webhook_url or default_url
             if delivery is not None:
                 payload = encode_result(result)
-                conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.callback_id == result.callbackId)
-                    .values(payload=payload)
-                )
+                execute(conn, _SET_PAYLOAD, {"key": result.callbackId, "payload": payload})
                 return Saved.QUEUED
             if not url:
                 return Saved.KEPT
-            conn.execute(
-                deliveries.insert().values(
-                    callback_id=result.callbackId,
-                    url=url,
-                    payload=encode_result(result),
-                    state="pending",
-                    attempts=0,
-                    enqueued_at=now,
-                    next_attempt_at=now,
-                )
-            )
+            queued = dict.fromkeys(deliveries.c.keys()) | {
+                "callback_id": result.callbackId,
+                "url": url,
+                "payload": encode_result(result),
+                "state": "pending",
+                "attempts": 0,
+                "enqueued_at": now,
+                "next_attempt_at": now,
+            }
+            execute(conn, _QUEUE_DELIVERY, queued)
             return Saved.QUEUED
 
         return await self._transact(save)
