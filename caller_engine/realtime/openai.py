@@ -38,6 +38,7 @@ from caller_engine.realtime.base import (
     UserItem,
     UserTranscript,
 )
+from caller_engine.realtime.proxy import model_proxy
 from caller_engine.realtime.wsframe import MaskKeys, masked_text_frame
 
 # Errors after which a new connection cannot help.
@@ -287,6 +288,7 @@ class OpenAIRealtimeConnector:
         try:
             ws = await connect(
                 self.url,
+                proxy=model_proxy(self.url),
                 additional_headers=self.headers,
                 open_timeout=self.open_timeout,
                 close_timeout=1.0,

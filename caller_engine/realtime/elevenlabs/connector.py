@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from caller_engine.realtime.base import ConnectError, SessionConfig
 from caller_engine.realtime.elevenlabs import urls, wire
 from caller_engine.realtime.elevenlabs.session import ElevenLabsSession, closed_event
+from caller_engine.realtime.proxy import model_proxy
 
 MAX_FRAME = 16 * 1024 * 1024  # a burst can carry seconds of audio
 
@@ -68,6 +69,7 @@ class ElevenLabsConnector:
         try:
             ws = await connect(
                 url,
+                proxy=model_proxy(url),
                 open_timeout=self.open_timeout,
                 close_timeout=1.0,
                 compression=None,

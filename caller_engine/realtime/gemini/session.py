@@ -45,6 +45,7 @@ from caller_engine.realtime.base import (
 )
 from caller_engine.realtime.gemini import wire
 from caller_engine.realtime.gemini.profiles import ModelProfile, profile_for
+from caller_engine.realtime.proxy import model_proxy
 from caller_engine.realtime.wsframe import MaskKeys, masked_text_frame
 
 OUTPUT_RATE = 24000
@@ -86,6 +87,7 @@ class GeminiLiveConnector:
         try:
             ws = await connect(
                 self.url,
+                proxy=model_proxy(self.url),
                 additional_headers=self.headers,
                 open_timeout=self.open_timeout,
                 close_timeout=1.0,
