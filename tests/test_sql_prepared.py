@@ -1,6 +1,8 @@
 """Prepared statements on the driver's cursor read and write what SQLAlchemy would, and fail
 the way SQLAlchemy's own execution does (SQLite and, with TEST_DATABASE_URL, PostgreSQL)."""
 
+# ruff: noqa: F811  (pytest fixtures imported from tests.store_backends)
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
