@@ -11,25 +11,26 @@ from urllib.parse import urlsplit, urlunsplit
 from twilio.request_validator import RequestValidator
 
 
-def _signed_string(url: str, params: Mapping[str, str]) -> bytes:
-    """What Twilio signs: the URL, then each parameter's name and value, names sorted
+def _signed_params(params: Mapping[str, str]) -> str:
+    """What Twilio signs after the URL: each parameter's name and value, names sorted
     (case-sensitive), a repeated name's distinct values sorted."""
-    parts = [url]
+    parts = []
     getall = getattr(params, "getall", None)
     for name in sorted(set(params)):
         values = getall(name) if getall is not None else [params[name]]
         parts.extend(name + value for value in sorted(set(values)))
-    return "".join(parts).encode()
+    return "".join(parts)
 
 
-def _signature(key: bytes, url: str, params: Mapping[str, str]) -> bytes:
-    return base64.b64encode(hmac.new(key, _signed_string(url, params), hashlib.sha1).digest())
+def _signature(key: bytes, url: str, signed_params: str) -> bytes:
+    digest = hmac.new(key, (url + signed_params).encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest)
 
 
 def twilio_signature(auth_token: str, url: str, params: Mapping[str, str]) -> str:
     """X-Twilio-Signature of a request to `url` with the form `params`: base64 of the
     HMAC-SHA1 of the signed string, keyed with the auth token."""
-    return _signature(auth_token.encode(), url, params).decode()
+    return _signature(auth_token.encode(), url, _signed_params(params)).decode()
 
 
 def _port_variants(url: str) -> tuple[str, ...]:
@@ -62,9 +63,10 @@ def twilio_signature_valid(
                 candidates.append(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")))
     wanted = signature.encode()
     key = auth_token.encode()
+    signed_params = _signed_params(params)
     for url in candidates:
         for variant in _port_variants(url):
-            if hmac.compare_digest(_signature(key, variant, params), wanted):
+            if hmac.compare_digest(_signature(key, variant, signed_params), wanted):
                 return True
     return False
 
