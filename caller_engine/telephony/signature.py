@@ -14,7 +14,7 @@ from twilio.request_validator import RequestValidator
 def _signed_params(params: Mapping[str, str]) -> str:
     """What Twilio signs after the URL: each parameter's name and value, names sorted
     (case-sensitive), a repeated name's distinct values sorted."""
-    parts = []
+    parts: list[str] = []
     getall = getattr(params, "getall", None)
     for name in sorted(set(params)):
         values = getall(name) if getall is not None else [params[name]]
