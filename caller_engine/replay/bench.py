@@ -110,6 +110,12 @@ class _Measuring(Protocol):
     async def wait_for_server(self, within: float) -> None: ...
 
 
+class _LevelDriver(_Measuring, Protocol):
+    """A load driver that also plays a whole level of calls."""
+
+    async def run_level(self, level: Level) -> LevelResult: ...
+
+
 def server_environment(peers: _Peers, port: int, workdir: Path, level: int) -> dict[str, str]:
     env = {name: os.environ[name] for name in _PASS_ENV if name in os.environ}
     env.update(peers.server_env())
@@ -221,6 +227,33 @@ async def _running(
         await server.stop()
         if profiler is not None:
             await profiler.wait()  # py-spy writes its file when the server exits
+
+
+async def run_level_pair(
+    calls: int,
+    options: BenchOptions,
+    placement: Placement,
+    env: dict[str, str],
+    workdir: Path,
+    log: Path,
+    port: int,
+    drivers: tuple[_LevelDriver, _LevelDriver],
+    floor: tuple[Path, str] | None,
+) -> tuple[LevelResult, LevelResult | None]:
+    """One level against a fresh server, then (with `floor`: the floor bridge's script and the
+    model emulator's key) the same calls against the floor bridge on the same CPU: (product
+    result, floor result or None). `drivers` are the product's and the floor's."""
+    product, bare = drivers
+    server = ServerProcess(env, workdir, placement.server_cpu, log)
+    async with _running(product, server, options.profile, calls):
+        result = await product.run_level(Level(calls, calls, options.ramp, options.record))
+    if floor is None:
+        return result, None
+    script, key = floor
+    command = floor_command(script, port, env["OPENAI_REALTIME_URL"], key)
+    floor_server = ServerProcess(env, workdir, placement.server_cpu, log, command)
+    async with _running(bare, floor_server, None, f"floor-{calls}"):
+        return result, await bare.run_level(Level(calls, calls, options.ramp, False))
 
 
 def make_scenario(options: BenchOptions) -> AnyScenario:
@@ -347,18 +380,12 @@ async def _bench_provider(
                 print("\n" + format_costs(costs), file=out, flush=True)
             for level in options.levels:
                 env = server_environment(emulators, port, workdir, level)
-                server = ServerProcess(env, workdir, placement.server_cpu, log)
-                async with _running(driver, server, options.profile, level):
-                    plan = Level(level, level, options.ramp, initiate=options.record)
-                    results.append(await driver.run_level(plan))
-                if script is not None:
-                    model_url = server_env["OPENAI_REALTIME_URL"]
-                    command = floor_command(script, port, model_url, emulators.options.openai_key)
-                    floor = ServerProcess(env, workdir, placement.server_cpu, log, command)
-                    async with _running(bare, floor, None, f"floor-{level}"):
-                        floors.append(
-                            await bare.run_level(Level(level, level, options.ramp, False))
-                        )
+                bridge = (script, emulators.options.openai_key) if script is not None else None
+                result, floor_result = await run_level_pair(
+                    level, options, placement, env, workdir, log, port, (driver, bare), bridge
+                )
+                results.append(result)
+                floors.extend([floor_result] if floor_result is not None else [])
     except Exception:
         print(f"bench failed; server log: {log}", file=sys.stderr)
         raise

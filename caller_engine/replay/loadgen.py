@@ -40,7 +40,6 @@ from caller_engine.replay.driver import (
     wait_healthy,
 )
 from caller_engine.replay.emulators import CHUNK_MS, EmulatorOptions
-from caller_engine.replay.floor import floor_command
 from caller_engine.replay.probes import Recorder, SessionProbe
 from caller_engine.replay.procstat import ProcSampler
 from caller_engine.replay.progress import Progress, bar
@@ -403,12 +402,7 @@ async def bench_node_levels(
 ) -> tuple[list[LevelResult], list[LevelResult]]:
     """Every level of `options` against a fresh server, then (with `floor_script`) against
     the floor bridge, all driven by one generator process: (product results, floor results)."""
-    from caller_engine.replay.bench import (
-        BENCH_API_KEY,
-        ServerProcess,
-        _running,
-        server_environment,
-    )
+    from caller_engine.replay.bench import BENCH_API_KEY, run_level_pair, server_environment
 
     main = loadgen_script()
     if main is None:
@@ -424,6 +418,7 @@ async def bench_node_levels(
     )
     loadgen.target_url = f"http://127.0.0.1:{port}"
     log = workdir / "server.log"
+    floor = (floor_script, emulator_options.openai_key) if floor_script is not None else None
     results: list[LevelResult] = []
     floors: list[LevelResult] = []
     try:
@@ -436,18 +431,11 @@ async def bench_node_levels(
             )
             for calls in options.levels:
                 env = server_environment(loadgen, port, workdir, calls)
-                server = ServerProcess(env, workdir, placement.server_cpu, log)
-                async with _running(loadgen, server, options.profile, calls):
-                    level = Level(calls, calls, options.ramp, initiate=options.record)
-                    results.append(await loadgen.run_level(level))
-                if floor_script is not None:
-                    model_url = env["OPENAI_REALTIME_URL"]
-                    key = emulator_options.openai_key
-                    command = floor_command(floor_script, port, model_url, key)
-                    floor = ServerProcess(env, workdir, placement.server_cpu, log, command)
-                    async with _running(loadgen, floor, None, f"floor-{calls}"):
-                        level = Level(calls, calls, options.ramp, initiate=False)
-                        floors.append(await loadgen.run_level(level))
+                result, floor_result = await run_level_pair(
+                    calls, options, placement, env, workdir, log, port, (loadgen, loadgen), floor
+                )
+                results.append(result)
+                floors.extend([floor_result] if floor_result is not None else [])
     except Exception:
         print(f"bench failed; server log: {log}", file=sys.stderr)
         raise
