@@ -52,9 +52,8 @@ class Prepared:
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         processed = [
-            value if process is None else process(value)
+            values[name] if process is None else process(values[name])
             for name, process in zip(self._names, self._binds, strict=True)
-            for value in (values[name],)
         ]
         if self._positional:
             return tuple(processed)
