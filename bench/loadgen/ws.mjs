@@ -39,20 +39,12 @@ function frameHead(out, opcode, n) {
   return head;
 }
 
-// Mask out[start, start + n) in place with a fresh key written just before it.
+// Mask out[start, start + n) in place with a fresh key written just before it (masking
+// and unmasking are the same XOR).
 function maskInPlace(out, start, n) {
   const k = nextKey();
   keyPool.copy(out, start - 4, k, k + 4);
-  const k0 = keyPool[k], k1 = keyPool[k + 1], k2 = keyPool[k + 2], k3 = keyPool[k + 3];
-  let i = start;
-  const end = start + n;
-  for (; i + 4 <= end; i += 4) {
-    out[i] ^= k0;
-    out[i + 1] ^= k1;
-    out[i + 2] ^= k2;
-    out[i + 3] ^= k3;
-  }
-  for (; i < end; i++) out[i] ^= keyPool[k + ((i - start) & 3)];
+  unmask(out, start, start + n, start - 4);
 }
 
 // One frame: FIN set, `opcode`, `payload` (a Buffer), masked when `mask` is true.
